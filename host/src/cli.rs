@@ -1,0 +1,87 @@
+//! The `trellis` command line.
+
+use crate::render::{RenderInput, render};
+use crate::runtime::Limits;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Trellis: a Kubernetes operator host for sandboxed WebAssembly reconcilers.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a plugin offline on YAML files and print the desired children and
+    /// status as a YAML stream.
+    Render(RenderArgs),
+}
+
+/// Arguments of `trellis render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The plugin module (`.wasm`).
+    #[arg(long)]
+    pub plugin: PathBuf,
+    /// YAML file with the parent object.
+    #[arg(long)]
+    pub parent: PathBuf,
+    /// YAML stream of observed children.
+    #[arg(long)]
+    pub observed: Option<PathBuf>,
+    /// YAML stream of related objects.
+    #[arg(long)]
+    pub related: Option<PathBuf>,
+    /// The plugin's config, as JSON.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Namespace of a parent that names none.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits of a plugin call.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct LimitArgs {
+    /// Deadline of one plugin call, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// Memory limit of one plugin instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: usize,
+    /// Largest response, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    pub max_output_kib: usize,
+}
+
+impl From<LimitArgs> for Limits {
+    fn from(a: LimitArgs) -> Self {
+        Limits {
+            timeout: Duration::from_millis(a.timeout_ms),
+            memory_bytes: a.memory_mib << 20,
+            response_bytes: a.max_output_kib << 10,
+        }
+    }
+}
+
+/// Runs `trellis render`, printing the result.
+pub fn run_render(args: RenderArgs) -> Result<(), crate::render::RenderError> {
+    let input = RenderInput {
+        plugin: args.plugin,
+        parent: args.parent,
+        observed: args.observed,
+        related: args.related,
+        config: args.config,
+        namespace: args.namespace,
+        limits: args.limits.into(),
+    };
+    print!("{}", render(&input)?);
+    Ok(())
+}

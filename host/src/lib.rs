@@ -1,0 +1,12 @@
+//! Trellis: a Kubernetes operator host whose reconcile decisions are made by
+//! sandboxed WebAssembly plugins.
+//!
+//! - [`runtime`]: loads plugins and runs each call in a fresh sandbox.
+//! - [`render`]: runs a plugin offline on files (`trellis render`).
+//! - [`status`]: the status the host writes on parents.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod render;
+pub mod runtime;
+pub mod status;

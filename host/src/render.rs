@@ -1,0 +1,110 @@
+//! `trellis render`: runs a plugin offline on YAML files and prints what the
+//! host would apply, like `helm template` or `crossplane render`.
+
+use crate::runtime::{KindRef, Limits, ReconcileRequest, Runtime, RuntimeConfig, RuntimeError};
+use crate::status;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// Why a render failed. Each is one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid YAML: {source}")]
+    Yaml { path: PathBuf, source: serde_yaml::Error },
+    #[error("{path} holds no object")]
+    NoParent { path: PathBuf },
+    #[error("{path}: object {index} has no apiVersion and kind")]
+    NotAnObject { path: PathBuf, index: usize },
+    #[error("the parent is a {found}, but plugin {plugin} reconciles {expected}")]
+    WrongParentKind { plugin: String, expected: KindRef, found: KindRef },
+    #[error("--config is not valid JSON: {0}")]
+    Config(serde_json::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot print the result as YAML: {0}")]
+    Print(serde_yaml::Error),
+}
+
+/// What to render.
+#[derive(Debug, Clone)]
+pub struct RenderInput {
+    /// The plugin's `.wasm`.
+    pub plugin: PathBuf,
+    /// A YAML file with the parent object.
+    pub parent: PathBuf,
+    /// A YAML stream of observed children.
+    pub observed: Option<PathBuf>,
+    /// A YAML stream of related objects.
+    pub related: Option<PathBuf>,
+    /// The registration's config, JSON.
+    pub config: Option<String>,
+    /// The namespace a parent without one is rendered in, as `kubectl
+    /// apply` would put it.
+    pub namespace: String,
+    /// Limits for the call.
+    pub limits: Limits,
+}
+
+/// Runs the plugin once and returns the YAML stream to print: the desired
+/// children, then the parent with the status the host would write.
+pub fn render(input: &RenderInput) -> Result<String, RenderError> {
+    let mut parent = read_objects(&input.parent)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| RenderError::NoParent { path: input.parent.clone() })?;
+    if parent["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
+        parent["metadata"]["namespace"] = json!(input.namespace);
+    }
+    let children = input.observed.as_deref().map(read_objects).transpose()?.unwrap_or_default();
+    let related = input.related.as_deref().map(read_objects).transpose()?.unwrap_or_default();
+    let config = input.config.as_deref().map(serde_json::from_str).transpose().map_err(RenderError::Config)?;
+
+    let bytes = std::fs::read(&input.plugin).map_err(|source| RenderError::Read { path: input.plugin.clone(), source })?;
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 4, ..RuntimeConfig::default() })?;
+    let plugin = runtime.load(&input.plugin.display().to_string(), &bytes, input.limits)?;
+
+    let found = KindRef::of(&parent).unwrap_or_else(|| KindRef::new("", ""));
+    if found != plugin.info().parent {
+        return Err(RenderError::WrongParentKind { plugin: plugin.info().name.clone(), expected: plugin.info().parent.clone(), found });
+    }
+    let request = ReconcileRequest { parent, children, related, config, finalizing: false };
+    let desired = plugin.reconcile(&request)?;
+
+    let status = status::desired_status(&request.parent, &desired, &status::now());
+    let mut parent_metadata = json!({ "name": request.parent["metadata"]["name"] });
+    if let Some(ns) = request.parent["metadata"]["namespace"].as_str() {
+        parent_metadata["namespace"] = json!(ns);
+    }
+    let parent_out = json!({
+        "apiVersion": request.parent["apiVersion"],
+        "kind": request.parent["kind"],
+        "metadata": parent_metadata,
+        "status": status,
+    });
+    let mut out = String::new();
+    for object in desired.children.iter().chain(std::iter::once(&parent_out)) {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(object).map_err(RenderError::Print)?);
+    }
+    Ok(out)
+}
+
+/// Reads a YAML stream of objects; empty documents are skipped.
+pub fn read_objects(path: &Path) -> Result<Vec<Value>, RenderError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read { path: path.to_owned(), source })?;
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document).map_err(|source| RenderError::Yaml { path: path.to_owned(), source })?;
+        if value.is_null() {
+            continue;
+        }
+        if KindRef::of(&value).is_none() {
+            return Err(RenderError::NotAnObject { path: path.to_owned(), index: objects.len() });
+        }
+        objects.push(value);
+    }
+    Ok(objects)
+}

@@ -1,0 +1,120 @@
+//! The host's own view of the WIT contract: what goes into a plugin call
+//! and what comes out, as Rust types with parsed JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A kind of Kubernetes object, e.g. `apps/v1` `Deployment`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KindRef {
+    /// `group/version`, or `version` for the core group.
+    pub api_version: String,
+    /// CamelCase kind.
+    pub kind: String,
+}
+
+impl KindRef {
+    /// A kind from its `apiVersion` and `kind`.
+    pub fn new(api_version: &str, kind: &str) -> Self {
+        Self { api_version: api_version.to_owned(), kind: kind.to_owned() }
+    }
+
+    /// The kind of a JSON object, if it names one.
+    pub fn of(object: &Value) -> Option<Self> {
+        Some(Self::new(object["apiVersion"].as_str()?, object["kind"].as_str()?))
+    }
+
+    /// The API group (empty for the core group).
+    pub fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(group, _)| group)
+    }
+
+    /// The API version without the group.
+    pub fn version(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or(&self.api_version, |(_, version)| version)
+    }
+}
+
+impl std::fmt::Display for KindRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.api_version, self.kind)
+    }
+}
+
+/// What a plugin says about itself (its `info` export).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginInfo {
+    /// A DNS label; also the field manager `trellis/<name>`.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// The kind it reconciles.
+    pub parent: KindRef,
+    /// The kinds it may emit.
+    pub children: Vec<KindRef>,
+    /// The kinds it may read.
+    pub related: Vec<KindRef>,
+    /// Whether parents get a finalizer.
+    pub finalizer: bool,
+}
+
+/// The input of one reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileRequest {
+    /// The parent object.
+    pub parent: Value,
+    /// The observed children owned by the parent.
+    pub children: Vec<Value>,
+    /// Objects of the related kinds.
+    pub related: Vec<Value>,
+    /// The registration's config.
+    pub config: Option<Value>,
+    /// True while the parent is being deleted.
+    pub finalizing: bool,
+}
+
+/// A condition the plugin wants on the parent's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// e.g. `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// An event the plugin wants recorded on the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Warning (true) or Normal (false).
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// A validated response: what the host will make true.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// The desired children, each a JSON object with apiVersion, kind,
+    /// metadata.name and metadata.namespace (the parent's) set.
+    pub children: Vec<Value>,
+    /// The parent's new status (a JSON object), if the plugin set one.
+    pub status: Option<Value>,
+    /// Conditions to set.
+    pub conditions: Vec<Condition>,
+    /// Events to record.
+    pub events: Vec<Event>,
+    /// Reconcile again after this long.
+    pub requeue_after: Option<Duration>,
+    /// Cleanup finished (while finalizing).
+    pub finalized: bool,
+}

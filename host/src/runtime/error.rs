@@ -1,0 +1,77 @@
+//! Errors of the plugin runtime: each names the plugin and the cause.
+
+use std::time::Duration;
+
+/// What a plugin itself reported as the reason a reconcile failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginFailure {
+    /// The parent's spec is wrong; retrying will not help.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// A temporary failure; retry with backoff.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// The plugin cannot work.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// Why loading or calling a plugin failed. None of these take the host down.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The wasmtime engine could not be configured.
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The bytes are not a WebAssembly component wasmtime can compile.
+    #[error("module {module} is not a valid WebAssembly component: {reason}")]
+    Compile { module: String, reason: String },
+    /// The component does not implement the world this host links.
+    #[error("module {module} does not implement trellis:reconciler@0.1.0: {reason}")]
+    Incompatible { module: String, reason: String },
+    /// The `info` export describes an unusable plugin.
+    #[error("module {module} describes itself wrongly: {reason}")]
+    InvalidInfo { module: String, reason: String },
+    /// No instance could be created (e.g. the instance pool is exhausted).
+    #[error("plugin {plugin}: cannot start an instance: {reason}")]
+    Instantiate { plugin: String, reason: String },
+    /// The call ran past its deadline and was interrupted.
+    #[error("plugin {plugin}: {call} ran past its deadline of {timeout:?}")]
+    Timeout { plugin: String, call: &'static str, timeout: Duration },
+    /// The guest asked for more linear memory than its limit.
+    #[error("plugin {plugin}: {call} exceeded its memory limit of {limit_bytes} bytes")]
+    MemoryLimit { plugin: String, call: &'static str, limit_bytes: usize },
+    /// The guest trapped (panic, unreachable, stack overflow, ...).
+    #[error("plugin {plugin}: {call} trapped: {message}")]
+    Trap { plugin: String, call: &'static str, message: String },
+    /// The response is larger than the output limit.
+    #[error("plugin {plugin}: response of {size} bytes exceeds the limit of {limit} bytes")]
+    ResponseTooLarge { plugin: String, size: usize, limit: usize },
+    /// The response breaks the contract (bad JSON, a kind not registered, a
+    /// foreign namespace, ...). Nothing of it is applied.
+    #[error("plugin {plugin}: invalid response: {reason}")]
+    InvalidResponse { plugin: String, reason: String },
+    /// The plugin returned an error of its own.
+    #[error("plugin {plugin} failed: {failure}")]
+    Reported { plugin: String, failure: PluginFailure },
+}
+
+impl RuntimeError {
+    /// A short, stable label for metrics and condition reasons.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::Engine(_) => "Engine",
+            Self::Compile { .. } => "CompileFailed",
+            Self::Incompatible { .. } => "IncompatibleModule",
+            Self::InvalidInfo { .. } => "InvalidInfo",
+            Self::Instantiate { .. } => "InstantiateFailed",
+            Self::Timeout { .. } => "PluginTimeout",
+            Self::MemoryLimit { .. } => "PluginMemoryLimit",
+            Self::Trap { .. } => "PluginTrapped",
+            Self::ResponseTooLarge { .. } => "ResponseTooLarge",
+            Self::InvalidResponse { .. } => "InvalidResponse",
+            Self::Reported { failure: PluginFailure::InvalidSpec(_), .. } => "InvalidSpec",
+            Self::Reported { failure: PluginFailure::Transient(_), .. } => "TransientError",
+            Self::Reported { failure: PluginFailure::Fatal(_), .. } => "PluginError",
+        }
+    }
+}

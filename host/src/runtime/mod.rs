@@ -1,0 +1,151 @@
+//! The sandboxed WebAssembly runtime that runs reconciler plugins.
+//!
+//! One [`Runtime`] owns the wasmtime engine (component model, pooling
+//! allocator, epoch interruption) and the linker with the host functions and
+//! an empty WASI. [`Runtime::load`] compiles a module once into a
+//! [`Plugin`]; every call then runs in a fresh instance with its own
+//! deadline, memory cap and output limit, so no state leaks between
+//! reconciles and no plugin can take the host down.
+
+mod bindings;
+mod contract;
+mod error;
+mod plugin;
+mod sandbox;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use contract::{Condition, Desired, Event, KindRef, PluginInfo, ReconcileRequest};
+pub use error::{PluginFailure, RuntimeError};
+pub use plugin::{Plugin, digest};
+pub use validate::{is_dns_label, is_dns_subdomain};
+
+use bindings::ReconcilerPre;
+use sandbox::Sandbox;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the engine's epoch advances: the resolution of deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits of one plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline of one call.
+    pub timeout: Duration,
+    /// Most linear memory one instance may have, in bytes.
+    pub memory_bytes: usize,
+    /// Most bytes of text one response may hold.
+    pub response_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(1), memory_bytes: 64 << 20, response_bytes: 4 << 20 }
+    }
+}
+
+/// Engine-wide settings, fixed when the runtime starts.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// Instances that may exist at once (the pool size); calls beyond it
+    /// fail to instantiate, so keep reconcile concurrency below it.
+    pub max_instances: u32,
+    /// The largest memory limit any plugin may be given.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { max_instances: 128, max_memory_bytes: 1 << 30 }
+    }
+}
+
+/// The wasmtime engine and linker shared by all plugins.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    config: RuntimeConfig,
+}
+
+impl Runtime {
+    /// Builds the engine and starts the thread that advances its epoch.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine_error = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component instantiates a handful of core instances (the
+        // program and the adapter shims), each with a memory and tables.
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 8)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 8)
+            .max_memory_size(config.max_memory_bytes);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(engine_error)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        bindings::Reconciler::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s).map_err(engine_error)?;
+
+        spawn_epoch_ticker(&engine);
+        Ok(Self { inner: Arc::new(RuntimeInner { engine, linker, config }) })
+    }
+
+    /// The engine, e.g. to (de)serialise compiled modules.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Compiles a module. `module` names it in errors (a file or ConfigMap).
+    pub fn compile(&self, module: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
+        Component::new(&self.inner.engine, bytes)
+            .map_err(|e| RuntimeError::Compile { module: module.to_owned(), reason: format!("{e:#}") })
+    }
+
+    /// Compiles a module, links it and asks it for its `info`.
+    pub fn load(&self, module: &str, bytes: &[u8], limits: Limits) -> Result<Plugin, RuntimeError> {
+        let component = self.compile(module, bytes)?;
+        self.instantiate(module, &component, digest(bytes), limits)
+    }
+
+    /// Links an already compiled component and asks it for its `info`.
+    pub fn instantiate(
+        &self,
+        module: &str,
+        component: &Component,
+        digest: String,
+        limits: Limits,
+    ) -> Result<Plugin, RuntimeError> {
+        let incompatible = |e: wasmtime::Error| RuntimeError::Incompatible { module: module.to_owned(), reason: format!("{e:#}") };
+        let pre = self.inner.linker.instantiate_pre(component).map_err(incompatible)?;
+        let pre = ReconcilerPre::new(pre).map_err(incompatible)?;
+        Plugin::new(module, pre, digest, limits, self.inner.config.max_memory_bytes)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("trellis-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}

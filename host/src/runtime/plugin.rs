@@ -1,0 +1,172 @@
+//! [`Plugin`]: a compiled, linked module and the calls into it, each in a
+//! fresh sandboxed instance.
+
+use super::bindings::trellis::reconciler::types as wit;
+use super::bindings::{Reconciler, ReconcilerPre};
+use super::contract::{Desired, PluginInfo, ReconcileRequest};
+use super::error::RuntimeError;
+use super::sandbox::Sandbox;
+use super::{EPOCH_TICK, Limits, validate};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use wasmtime::{Store, Trap};
+
+/// A loaded plugin. Cheap to clone; calls may run concurrently.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Inner>,
+    limits: Limits,
+}
+
+struct Inner {
+    module: String,
+    pre: ReconcilerPre<Sandbox>,
+    info: PluginInfo,
+    digest: String,
+    max_memory_bytes: usize,
+}
+
+/// The sha256 of a module, as lowercase hex: how modules are pinned.
+pub fn digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Plugin {
+    pub(super) fn new(
+        module: &str,
+        pre: ReconcilerPre<Sandbox>,
+        digest: String,
+        limits: Limits,
+        max_memory_bytes: usize,
+    ) -> Result<Self, RuntimeError> {
+        let limits = Limits { memory_bytes: limits.memory_bytes.min(max_memory_bytes), ..limits };
+        let info = call(&pre, module, "info", "", limits, |store, instance| instance.call_info(store))?;
+        let info = validate::plugin_info(module, info)?;
+        Ok(Self { inner: Arc::new(Inner { module: module.to_owned(), pre, info, digest, max_memory_bytes }), limits })
+    }
+
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
+    /// Where the module came from (a file or ConfigMap), for messages.
+    pub fn module(&self) -> &str {
+        &self.inner.module
+    }
+
+    /// The sha256 of the module bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// The limits each call runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The same plugin with other limits (e.g. from its registration); the
+    /// memory limit is capped by the runtime's largest.
+    pub fn with_limits(&self, limits: Limits) -> Self {
+        let memory_bytes = limits.memory_bytes.min(self.inner.max_memory_bytes);
+        Self { inner: self.inner.clone(), limits: Limits { memory_bytes, ..limits } }
+    }
+
+    /// Runs one reconcile and checks the response. Blocking: call it from
+    /// a blocking thread in async code.
+    pub fn reconcile(&self, req: &ReconcileRequest) -> Result<Desired, RuntimeError> {
+        let namespace = req.parent["metadata"]["namespace"].as_str().filter(|ns| !ns.is_empty());
+        let subject = object_key(&req.parent);
+        let wit_req = wit::Request {
+            parent: req.parent.to_string(),
+            children: req.children.iter().map(Value::to_string).collect(),
+            related: req.related.iter().map(Value::to_string).collect(),
+            config: req.config.as_ref().map(Value::to_string),
+            finalizing: req.finalizing,
+        };
+        let response = call(&self.inner.pre, self.name(), "reconcile", &subject, self.limits, |store, instance| {
+            instance.call_reconcile(store, &wit_req)
+        })?;
+        validate::response(&self.inner.info, namespace, self.limits.response_bytes, response)
+    }
+
+    /// Asks the plugin whether it admits `obj` (`old` on updates); the inner
+    /// result lists the plugin's objections.
+    pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<Result<(), Vec<String>>, RuntimeError> {
+        let (obj_text, old_text) = (obj.to_string(), old.map(Value::to_string));
+        call(&self.inner.pre, self.name(), "validate", &object_key(obj), self.limits, |store, instance| {
+            instance.call_validate(store, &obj_text, old_text.as_ref())
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.inner.info.name
+    }
+}
+
+/// `namespace/name` of an object, or `name` when cluster-scoped.
+fn object_key(object: &Value) -> String {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    match object["metadata"]["namespace"].as_str() {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name.to_owned(),
+    }
+}
+
+/// Instantiates the module in a fresh store and makes one call, turning any
+/// failure into a [`RuntimeError`] that says what happened.
+fn call<R>(
+    pre: &ReconcilerPre<Sandbox>,
+    plugin: &str,
+    call: &'static str,
+    subject: &str,
+    limits: Limits,
+    f: impl FnOnce(&mut Store<Sandbox>, &Reconciler) -> wasmtime::Result<R>,
+) -> Result<R, RuntimeError> {
+    let mut store = Store::new(pre.engine(), Sandbox::new(plugin, subject, limits.memory_bytes));
+    store.limiter(|sandbox| &mut sandbox.limiter);
+    let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) + 1;
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    store.epoch_deadline_trap();
+
+    let instance = match pre.instantiate(&mut store) {
+        Ok(instance) => instance,
+        Err(e) if e.downcast_ref::<Trap>().is_some() || store.data().limiter.exceeded => {
+            return Err(classify(&store, plugin, call, limits, e));
+        }
+        Err(e) => return Err(RuntimeError::Instantiate { plugin: plugin.to_owned(), reason: format!("{e:#}") }),
+    };
+    f(&mut store, &instance).map_err(|e| classify(&store, plugin, call, limits, e))
+}
+
+fn classify(store: &Store<Sandbox>, plugin: &str, call: &'static str, limits: Limits, error: wasmtime::Error) -> RuntimeError {
+    let plugin = plugin.to_owned();
+    if store.data().limiter.exceeded {
+        return RuntimeError::MemoryLimit { plugin, call, limit_bytes: limits.memory_bytes };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RuntimeError::Timeout { plugin, call, timeout: limits.timeout },
+        trap => {
+            let what = trap.map_or_else(|| format!("{error:#}"), Trap::to_string);
+            let message = match panic_message(store.data()) {
+                Some(panic) => format!("{what}: {panic}"),
+                None => what,
+            };
+            RuntimeError::Trap { plugin, call, message }
+        }
+    }
+}
+
+/// The guest's panic message (`panicked at src/lib.rs:3:5:\nboom`) on one line.
+fn panic_message(sandbox: &Sandbox) -> Option<String> {
+    let stderr = sandbox.stderr_text();
+    match stderr.find("panicked at") {
+        Some(at) => Some(stderr[at..].split_whitespace().collect::<Vec<_>>().join(" ")),
+        None => sandbox.last_stderr_line(),
+    }
+}

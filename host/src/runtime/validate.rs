@@ -1,0 +1,194 @@
+//! Turns what a plugin returned into checked host types: every rule a
+//! response must follow before anything of it is written to the cluster.
+
+use super::bindings::trellis::reconciler::types as wit;
+use super::contract::{Condition, Desired, Event, KindRef, PluginInfo};
+use super::error::{PluginFailure, RuntimeError};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Metadata fields the API server owns; a plugin that echoes an observed
+/// child back must not send them (a stale `resourceVersion` would turn the
+/// apply into a conflicting update).
+const SERVER_OWNED_METADATA: &[&str] =
+    &["resourceVersion", "uid", "managedFields", "creationTimestamp", "generation", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"];
+
+/// Checks a plugin's `info` and converts it.
+pub(crate) fn plugin_info(module: &str, info: wit::PluginInfo) -> Result<PluginInfo, RuntimeError> {
+    let invalid = |reason: String| RuntimeError::InvalidInfo { module: module.to_owned(), reason };
+    if !is_dns_label(&info.name) {
+        return Err(invalid(format!("name {:?} is not a DNS label (lowercase letters, digits, '-', at most 63)", info.name)));
+    }
+    let kind = |k: wit::KindRef| KindRef { api_version: k.api_version, kind: k.kind };
+    let info = PluginInfo {
+        name: info.name,
+        version: info.version,
+        parent: kind(info.parent),
+        children: info.children.into_iter().map(kind).collect(),
+        related: info.related.into_iter().map(kind).collect(),
+        finalizer: info.finalizer,
+    };
+    for k in std::iter::once(&info.parent).chain(&info.children).chain(&info.related) {
+        if k.kind.is_empty() || k.version().is_empty() || !k.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
+            return Err(invalid(format!("{k:?} is not a valid kind (apiVersion group/version, CamelCase kind)")));
+        }
+    }
+    Ok(info)
+}
+
+/// Checks a response against the rules of the contract and the plugin's
+/// registration, and converts it. `namespace` is the parent's namespace
+/// (None for a cluster-scoped parent).
+pub(crate) fn response(
+    info: &PluginInfo,
+    namespace: Option<&str>,
+    response_limit: usize,
+    response: Result<wit::Response, wit::Error>,
+) -> Result<Desired, RuntimeError> {
+    let plugin = &info.name;
+    let response = response.map_err(|e| RuntimeError::Reported {
+        plugin: plugin.clone(),
+        failure: match e {
+            wit::Error::InvalidSpec(m) => PluginFailure::InvalidSpec(m),
+            wit::Error::Transient(m) => PluginFailure::Transient(m),
+            wit::Error::Fatal(m) => PluginFailure::Fatal(m),
+        },
+    })?;
+    let size = response_size(&response);
+    if size > response_limit {
+        return Err(RuntimeError::ResponseTooLarge { plugin: plugin.clone(), size, limit: response_limit });
+    }
+    let invalid = |reason: String| RuntimeError::InvalidResponse { plugin: plugin.clone(), reason };
+
+    let allowed: HashSet<&KindRef> = info.children.iter().collect();
+    let mut seen = HashSet::new();
+    let mut children = Vec::with_capacity(response.children.len());
+    for (index, text) in response.children.iter().enumerate() {
+        let child = child(&allowed, namespace, text).map_err(|reason| invalid(format!("child {index}: {reason}")))?;
+        let key = (KindRef::of(&child), child["metadata"]["name"].as_str().map(str::to_owned));
+        if !seen.insert(key) {
+            return Err(invalid(format!(
+                "child {index}: {} {} is listed twice",
+                child["kind"].as_str().unwrap_or_default(),
+                child["metadata"]["name"].as_str().unwrap_or_default()
+            )));
+        }
+        children.push(child);
+    }
+
+    let status = match response.status {
+        None => None,
+        Some(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(status)) => Some(Value::Object(status)),
+            Ok(_) => return Err(invalid("status is not a JSON object".into())),
+            Err(e) => return Err(invalid(format!("status is not valid JSON: {e}"))),
+        },
+    };
+
+    let mut conditions = Vec::with_capacity(response.conditions.len());
+    for c in response.conditions {
+        if c.type_.is_empty() || !matches!(c.status.as_str(), "True" | "False" | "Unknown") || !is_reason(&c.reason) {
+            return Err(invalid(format!(
+                "condition {:?}: needs a type, a status of True/False/Unknown and a CamelCase reason (got status {:?}, reason {:?})",
+                c.type_, c.status, c.reason
+            )));
+        }
+        conditions.push(Condition { type_: c.type_, status: c.status, reason: c.reason, message: c.message });
+    }
+
+    let events = response
+        .events
+        .into_iter()
+        .map(|e| {
+            if !is_reason(&e.reason) {
+                return Err(invalid(format!("event reason {:?} is not CamelCase", e.reason)));
+            }
+            Ok(Event { warning: matches!(e.severity, wit::Severity::Warning), reason: e.reason, message: e.message })
+        })
+        .collect::<Result<_, _>>()?;
+
+    Ok(Desired {
+        children,
+        status,
+        conditions,
+        events,
+        requeue_after: response.requeue_after_seconds.map(|s| Duration::from_secs(u64::from(s))),
+        finalized: response.finalized,
+    })
+}
+
+/// Parses and checks one child; the error is a sentence without the index.
+fn child(allowed: &HashSet<&KindRef>, namespace: Option<&str>, text: &str) -> Result<Value, String> {
+    let mut child = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err("is not a JSON object".into()),
+        Err(e) => return Err(format!("is not valid JSON: {e}")),
+    };
+    let kind = KindRef::of(&Value::Object(child.clone())).ok_or("has no apiVersion and kind")?;
+    if !allowed.contains(&kind) {
+        return Err(format!("kind {kind} is not among the kinds this plugin may emit"));
+    }
+    child.remove("status");
+    let metadata = match child.get_mut("metadata") {
+        Some(Value::Object(metadata)) => metadata,
+        _ => return Err(format!("{kind} has no metadata")),
+    };
+    let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default();
+    if !is_dns_subdomain(name) {
+        return Err(format!("{kind} name {name:?} is not a valid object name (lowercase DNS subdomain, at most 253 characters)"));
+    }
+    if metadata.contains_key("ownerReferences") {
+        return Err(format!("{kind} {name} sets ownerReferences; the host sets the owner itself"));
+    }
+    if metadata.contains_key("finalizers") {
+        return Err(format!("{kind} {name} sets finalizers; children may not block their own deletion"));
+    }
+    match (metadata.get("namespace").and_then(Value::as_str), namespace) {
+        (Some(own), Some(parent)) if own != parent => {
+            return Err(format!("{kind} {name} is in namespace {own:?}, outside the parent's namespace {parent:?}"));
+        }
+        (Some(_), None) => return Err(format!("{kind} {name} sets a namespace but the parent is cluster-scoped")),
+        (None, Some(parent)) => {
+            metadata.insert("namespace".into(), Value::String(parent.to_owned()));
+        }
+        _ => {}
+    }
+    strip_server_owned(metadata);
+    Ok(Value::Object(child))
+}
+
+fn strip_server_owned(metadata: &mut Map<String, Value>) {
+    for field in SERVER_OWNED_METADATA {
+        metadata.remove(*field);
+    }
+}
+
+/// Bytes of text in a response: what the limit on output size counts.
+fn response_size(r: &wit::Response) -> usize {
+    r.children.iter().map(String::len).sum::<usize>()
+        + r.status.as_ref().map_or(0, String::len)
+        + r.conditions.iter().map(|c| c.type_.len() + c.status.len() + c.reason.len() + c.message.len()).sum::<usize>()
+        + r.events.iter().map(|e| e.reason.len() + e.message.len()).sum::<usize>()
+}
+
+/// A DNS-1123 label: what Kubernetes accepts as a namespace or plugin name.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: what Kubernetes accepts as most object names.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A condition or event reason: CamelCase letters, digits and `_`.
+fn is_reason(s: &str) -> bool {
+    s.len() <= 1024
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
+}

@@ -1,0 +1,85 @@
+//! The `msdeploy` plugin: reconciles `custom.ops/v1` `MicroServiceDeploy`
+//! into the workload of one micro-service instance: ServiceAccount,
+//! ConfigMap (from `config`), Deployment, Service, ResourceQuota (from
+//! `resourceRequirements`) and, with `autoscaling`, a
+//! HorizontalPodAutoscaler. `idle: true` scales the instance to zero.
+
+mod children;
+mod quantity;
+mod spec;
+
+use children::Names;
+use trellis_sdk::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use trellis_sdk::k8s_openapi::api::core::v1::ResourceQuota;
+use spec::MicroServiceDeploy;
+use trellis_sdk::prelude::*;
+
+/// The plugin.
+pub struct MsDeploy;
+
+impl Reconciler for MsDeploy {
+    fn info() -> PluginInfo {
+        PluginInfo::new("msdeploy", "custom.ops/v1", "MicroServiceDeploy")
+            .version(env!("CARGO_PKG_VERSION"))
+            .child::<ServiceAccount>()
+            .child::<ConfigMap>()
+            .child::<Deployment>()
+            .child::<Service>()
+            .child::<ResourceQuota>()
+            .child::<HorizontalPodAutoscaler>()
+    }
+
+    fn reconcile(req: &Request) -> Result<Response, Error> {
+        let parent: MicroServiceDeploy = req.parent()?;
+        let spec = parent.spec.checked().map_err(Error::invalid_spec)?;
+        let names = Names::new(req, &spec);
+
+        let mut response = Response::new()
+            .child(&children::service_account(req, &names))
+            .child(&children::deployment(req, &names, &spec))
+            .child(&children::service(req, &names, &spec));
+        if let Some(config) = &spec.config {
+            response.push_child(&children::config_map(req, &names, config));
+        }
+        if let Some(quota) = children::resource_quota(req, &names, &spec) {
+            response.push_child(&quota);
+        }
+        if spec.autoscaling && !spec.idle {
+            response.push_child(&children::autoscaler(req, &names, &spec));
+        }
+        Ok(status(req, &names, &spec, response))
+    }
+
+    fn validate(obj: &Value, _old: Option<&Value>) -> Result<(), Vec<String>> {
+        let parent: MicroServiceDeploy = serde_json::from_value(obj.clone()).map_err(|e| vec![e.to_string()])?;
+        parent.spec.checked().map(|_| ()).map_err(|e| vec![e])
+    }
+}
+
+/// Status from the observed Deployment: replicas, readiness and phase.
+fn status(req: &Request, names: &Names, spec: &spec::Checked, response: Response) -> Response {
+    let observed = req.child::<Deployment>(&names.instance).and_then(|d| d.status);
+    let ready = observed.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let available = observed.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    let current = observed.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let wanted = spec.wanted_replicas();
+    let (phase, is_ready, reason, message) = if spec.idle {
+        let drained = current == 0;
+        ("Idle", drained, if drained { "Idle" } else { "ScalingDown" }, format!("idle: {current} replicas left"))
+    } else if ready >= wanted.max(1) {
+        ("Running", true, "ReplicasReady", format!("{ready}/{wanted} replicas ready"))
+    } else {
+        ("Progressing", false, "ReplicasNotReady", format!("{ready}/{wanted} replicas ready"))
+    };
+    response
+        .status(&json!({
+            "phase": phase,
+            "replicas": current,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "service": format!("{}.{}.svc", names.instance, req.namespace()),
+        }))
+        .condition(Condition::ready(is_ready, reason, message))
+}
+
+trellis_sdk::export_reconciler!(MsDeploy);

@@ -1,0 +1,147 @@
+//! [`Request`]: typed access to the parent, its observed children, related
+//! objects and the registration's config.
+
+use crate::Error;
+use crate::bindings::trellis::reconciler::types;
+use k8s_openapi::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The input of one reconcile, parsed once.
+#[derive(Debug, Clone)]
+pub struct Request {
+    parent: Value,
+    children: Vec<Value>,
+    related: Vec<Value>,
+    config: Option<Value>,
+    finalizing: bool,
+}
+
+impl Request {
+    pub(crate) fn from_wit(req: types::Request) -> Result<Self, Error> {
+        let parse = |what: &str, text: &str| {
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| Error::fatal(format!("the host sent invalid JSON as {what}: {e}")))
+        };
+        Ok(Self {
+            parent: parse("parent", &req.parent)?,
+            children: req.children.iter().map(|c| parse("child", c)).collect::<Result<_, _>>()?,
+            related: req.related.iter().map(|r| parse("related", r)).collect::<Result<_, _>>()?,
+            config: req.config.as_deref().map(|c| parse("config", c)).transpose()?,
+            finalizing: req.finalizing,
+        })
+    }
+
+    /// Builds a request by hand, for unit tests of a plugin.
+    pub fn new(parent: Value) -> Self {
+        Self { parent, children: Vec::new(), related: Vec::new(), config: None, finalizing: false }
+    }
+
+    /// Adds an observed child (for unit tests of a plugin).
+    pub fn with_child(mut self, child: Value) -> Self {
+        self.children.push(child);
+        self
+    }
+
+    /// Adds a related object (for unit tests of a plugin).
+    pub fn with_related(mut self, related: Value) -> Self {
+        self.related.push(related);
+        self
+    }
+
+    /// Sets the registration's config (for unit tests of a plugin).
+    pub fn with_config(mut self, config: Value) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The parent as JSON.
+    pub fn parent_json(&self) -> &Value {
+        &self.parent
+    }
+
+    /// The parent deserialised into the plugin's own type. A parent that
+    /// does not fit is an [`Error::InvalidSpec`] naming the field.
+    pub fn parent<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        T::deserialize(&self.parent).map_err(Error::from)
+    }
+
+    /// The parent's name.
+    pub fn name(&self) -> &str {
+        self.parent["metadata"]["name"].as_str().unwrap_or_default()
+    }
+
+    /// The parent's namespace (empty for a cluster-scoped parent).
+    pub fn namespace(&self) -> &str {
+        self.parent["metadata"]["namespace"].as_str().unwrap_or_default()
+    }
+
+    /// Metadata for a child called `name`, in the parent's namespace. The
+    /// host adds the owner reference and ownership labels itself.
+    pub fn child_meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace().to_owned()).filter(|ns| !ns.is_empty()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// All observed children as JSON.
+    pub fn children_json(&self) -> &[Value] {
+        &self.children
+    }
+
+    /// The observed children of type `K`. Objects that do not deserialise
+    /// are skipped (they are the host's view of the cluster, not input the
+    /// plugin has to judge).
+    pub fn children<K: Resource + DeserializeOwned>(&self) -> Vec<K> {
+        of_kind(&self.children)
+    }
+
+    /// The observed child of type `K` called `name`, if any.
+    pub fn child<K: Resource + DeserializeOwned>(&self, name: &str) -> Option<K> {
+        named(&self.children, K::API_VERSION, K::KIND, name).and_then(|v| K::deserialize(v).ok())
+    }
+
+    /// All related objects as JSON.
+    pub fn related_json(&self) -> &[Value] {
+        &self.related
+    }
+
+    /// The related objects of type `K`.
+    pub fn related<K: Resource + DeserializeOwned>(&self) -> Vec<K> {
+        of_kind(&self.related)
+    }
+
+    /// The registration's config, deserialised; `None` when there is none.
+    pub fn config<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        self.config
+            .as_ref()
+            .map(|c| T::deserialize(c).map_err(|e| Error::fatal(format!("plugin config: {e}"))))
+            .transpose()
+    }
+
+    /// True when the parent is being deleted and the plugin must clean up.
+    pub fn finalizing(&self) -> bool {
+        self.finalizing
+    }
+}
+
+fn is_kind(object: &Value, api_version: &str, kind: &str) -> bool {
+    object["apiVersion"] == api_version && object["kind"] == kind
+}
+
+fn of_kind<K: Resource + DeserializeOwned>(objects: &[Value]) -> Vec<K> {
+    objects
+        .iter()
+        .filter(|o| is_kind(o, K::API_VERSION, K::KIND))
+        .filter_map(|o| K::deserialize(o).ok())
+        .collect()
+}
+
+fn named<'a>(objects: &'a [Value], api_version: &str, kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| is_kind(o, api_version, kind) && o["metadata"]["name"] == name)
+}

@@ -10,3 +10,5 @@ pub mod cli;
 pub mod render;
 pub mod runtime;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;

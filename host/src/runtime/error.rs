@@ -75,3 +75,9 @@ impl RuntimeError {
         }
     }
 }
+
+/// An error's full chain on one line (wasmtime's messages span several),
+/// so log lines, conditions and CLI errors stay one line each.
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+}

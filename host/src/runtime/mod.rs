@@ -80,7 +80,7 @@ struct RuntimeInner {
 impl Runtime {
     /// Builds the engine and starts the thread that advances its epoch.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let engine_error = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let engine_error = |e: wasmtime::Error| RuntimeError::Engine(error::one_line(&e));
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component instantiates a handful of core instances (the
         // program and the adapter shims), each with a memory and tables.
@@ -111,7 +111,7 @@ impl Runtime {
     /// Compiles a module. `module` names it in errors (a file or ConfigMap).
     pub fn compile(&self, module: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
         Component::new(&self.inner.engine, bytes)
-            .map_err(|e| RuntimeError::Compile { module: module.to_owned(), reason: format!("{e:#}") })
+            .map_err(|e| RuntimeError::Compile { module: module.to_owned(), reason: error::one_line(&e) })
     }
 
     /// Compiles a module, links it and asks it for its `info`.
@@ -128,7 +128,7 @@ impl Runtime {
         digest: String,
         limits: Limits,
     ) -> Result<Plugin, RuntimeError> {
-        let incompatible = |e: wasmtime::Error| RuntimeError::Incompatible { module: module.to_owned(), reason: format!("{e:#}") };
+        let incompatible = |e: wasmtime::Error| RuntimeError::Incompatible { module: module.to_owned(), reason: error::one_line(&e) };
         let pre = self.inner.linker.instantiate_pre(component).map_err(incompatible)?;
         let pre = ReconcilerPre::new(pre).map_err(incompatible)?;
         Plugin::new(module, pre, digest, limits, self.inner.config.max_memory_bytes)

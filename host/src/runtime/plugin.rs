@@ -4,7 +4,7 @@
 use super::bindings::trellis::reconciler::types as wit;
 use super::bindings::{Reconciler, ReconcilerPre};
 use super::contract::{Desired, PluginInfo, ReconcileRequest};
-use super::error::RuntimeError;
+use super::error::{RuntimeError, one_line};
 use super::sandbox::Sandbox;
 use super::{EPOCH_TICK, Limits, validate};
 use serde_json::Value;
@@ -139,7 +139,7 @@ fn call<R>(
         Err(e) if e.downcast_ref::<Trap>().is_some() || store.data().limiter.exceeded => {
             return Err(classify(&store, plugin, call, limits, e));
         }
-        Err(e) => return Err(RuntimeError::Instantiate { plugin: plugin.to_owned(), reason: format!("{e:#}") }),
+        Err(e) => return Err(RuntimeError::Instantiate { plugin: plugin.to_owned(), reason: one_line(&e) }),
     };
     f(&mut store, &instance).map_err(|e| classify(&store, plugin, call, limits, e))
 }
@@ -152,7 +152,7 @@ fn classify(store: &Store<Sandbox>, plugin: &str, call: &'static str, limits: Li
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => RuntimeError::Timeout { plugin, call, timeout: limits.timeout },
         trap => {
-            let what = trap.map_or_else(|| format!("{error:#}"), Trap::to_string);
+            let what = trap.map_or_else(|| one_line(&error), Trap::to_string);
             let message = match panic_message(store.data()) {
                 Some(panic) => format!("{what}: {panic}"),
                 None => what,
@@ -168,5 +168,16 @@ fn panic_message(sandbox: &Sandbox) -> Option<String> {
     match stderr.find("panicked at") {
         Some(at) => Some(stderr[at..].split_whitespace().collect::<Vec<_>>().join(" ")),
         None => sandbox.last_stderr_line(),
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("module", &self.inner.module)
+            .field("info", &self.inner.info)
+            .field("digest", &self.inner.digest)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }

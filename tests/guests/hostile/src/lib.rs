@@ -1,0 +1,82 @@
+//! A deliberately misbehaving plugin for the host's tests: the parent's
+//! `spec.mode` picks the misbehaviour (endless loop, memory bomb, panic,
+//! bad output, writes outside its namespace, ...). `ok` behaves.
+
+use trellis_sdk::k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use trellis_sdk::prelude::*;
+
+/// The plugin.
+pub struct Hostile;
+
+impl Reconciler for Hostile {
+    fn info() -> PluginInfo {
+        PluginInfo::new("hostile", "test.trellis.dev/v1", "Hostile")
+            .version(env!("CARGO_PKG_VERSION"))
+            .child::<ConfigMap>()
+            .child::<Secret>()
+            .child::<ClusterRoleBinding>()
+    }
+
+    fn reconcile(req: &Request) -> Result<Response, Error> {
+        let mode = req.parent_json()["spec"]["mode"].as_str().unwrap_or("ok").to_owned();
+        let config_map = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"mode": mode}});
+        match mode.as_str() {
+            "ok" => Ok(Response::new().child(&config_map(&format!("{}-out", req.name()))).condition(Condition::ready(true, "Fine", "ok"))),
+            "loop" => loop {
+                std::hint::black_box(&mode);
+            },
+            "alloc-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recursion" => Ok(Response::new().event("Depth", recurse(0).to_string())),
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "garbage-json" => Ok(Response::new().child(&"this is { not an object")),
+            "not-json" => {
+                let mut r = Response::new();
+                r.push_child(&json!("just a string"));
+                Ok(r)
+            }
+            "huge-response" => {
+                let blob = "x".repeat(1 << 20);
+                let mut r = Response::new();
+                for i in 0..8 {
+                    r.push_child(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("big-{i}")}, "data": {"blob": blob}}));
+                }
+                Ok(r)
+            }
+            "wrong-kind" => Ok(Response::new().child(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sneaky"}}))),
+            "other-namespace" => Ok(Response::new().child(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sneaky", "namespace": "kube-system"}}))),
+            "cluster-admin" => Ok(Response::new().child(&json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "hostile-admin"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": req.namespace()}]
+            }))),
+            "forged-owner" => Ok(Response::new().child(&json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "forged", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "victim", "uid": "00000000-0000-0000-0000-000000000000"}]}
+            }))),
+            "bad-name" => Ok(Response::new().child(&config_map("Not_A_Valid_Name"))),
+            "invalid-spec" => Err(Error::invalid_spec("spec.mode says so")),
+            "log-flood" => {
+                for i in 0..10_000 {
+                    trellis_sdk::log::info(&format!("line {i}"));
+                }
+                Ok(Response::new())
+            }
+            other => Err(Error::invalid_spec(format!("unknown mode {other:?}"))),
+        }
+    }
+}
+
+/// Recurses until the stack runs out.
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    if pad[0] == u64::MAX { depth } else { recurse(depth + 1) + pad[63] }
+}
+
+trellis_sdk::export_reconciler!(Hostile);

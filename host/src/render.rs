@@ -19,7 +19,11 @@ pub enum RenderError {
     #[error("{path}: object {index} has no apiVersion and kind")]
     NotAnObject { path: PathBuf, index: usize },
     #[error("the parent is a {found}, but plugin {plugin} reconciles {expected}")]
-    WrongParentKind { plugin: String, expected: KindRef, found: KindRef },
+    WrongParentKind {
+        plugin: String,
+        expected: KindRef,
+        found: KindRef,
+    },
     #[error("--config is not valid JSON: {0}")]
     Config(serde_json::Error),
     #[error(transparent)]
@@ -54,23 +58,56 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     let mut parent = read_objects(&input.parent)?
         .into_iter()
         .next()
-        .ok_or_else(|| RenderError::NoParent { path: input.parent.clone() })?;
+        .ok_or_else(|| RenderError::NoParent {
+            path: input.parent.clone(),
+        })?;
     if parent["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
         parent["metadata"]["namespace"] = json!(input.namespace);
     }
-    let children = input.observed.as_deref().map(read_objects).transpose()?.unwrap_or_default();
-    let related = input.related.as_deref().map(read_objects).transpose()?.unwrap_or_default();
-    let config = input.config.as_deref().map(serde_json::from_str).transpose().map_err(RenderError::Config)?;
+    let children = input
+        .observed
+        .as_deref()
+        .map(read_objects)
+        .transpose()?
+        .unwrap_or_default();
+    let related = input
+        .related
+        .as_deref()
+        .map(read_objects)
+        .transpose()?
+        .unwrap_or_default();
+    let config = input
+        .config
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(RenderError::Config)?;
 
-    let bytes = std::fs::read(&input.plugin).map_err(|source| RenderError::Read { path: input.plugin.clone(), source })?;
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 4, ..RuntimeConfig::default() })?;
+    let bytes = std::fs::read(&input.plugin).map_err(|source| RenderError::Read {
+        path: input.plugin.clone(),
+        source,
+    })?;
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    })?;
     let plugin = runtime.load(&input.plugin.display().to_string(), &bytes, input.limits)?;
 
     let found = KindRef::of(&parent).unwrap_or_else(|| KindRef::new("", ""));
     if found != plugin.info().parent {
-        return Err(RenderError::WrongParentKind { plugin: plugin.info().name.clone(), expected: plugin.info().parent.clone(), found });
+        return Err(RenderError::WrongParentKind {
+            plugin: plugin.info().name.clone(),
+            expected: plugin.info().parent.clone(),
+            found,
+        });
     }
-    let request = ReconcileRequest { parent, children, related, config, finalizing: false };
+    let request = ReconcileRequest {
+        parent,
+        children,
+        related,
+        config,
+        finalizing: false,
+    };
     let desired = plugin.reconcile(&request)?;
 
     let status = status::desired_status(&request.parent, &desired, &status::now());
@@ -94,15 +131,24 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
 
 /// Reads a YAML stream of objects; empty documents are skipped.
 pub fn read_objects(path: &Path) -> Result<Vec<Value>, RenderError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut objects = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = Value::deserialize(document).map_err(|source| RenderError::Yaml { path: path.to_owned(), source })?;
+        let value = Value::deserialize(document).map_err(|source| RenderError::Yaml {
+            path: path.to_owned(),
+            source,
+        })?;
         if value.is_null() {
             continue;
         }
         if KindRef::of(&value).is_none() {
-            return Err(RenderError::NotAnObject { path: path.to_owned(), index: objects.len() });
+            return Err(RenderError::NotAnObject {
+                path: path.to_owned(),
+                index: objects.len(),
+            });
         }
         objects.push(value);
     }

@@ -20,7 +20,10 @@ pub fn desired_status(parent: &Value, desired: &Desired, now: &str) -> Value {
         _ => Map::new(),
     };
     let generation = parent["metadata"]["generation"].as_i64();
-    status.insert("conditions".into(), merge_conditions(parent, &desired.conditions, generation, now));
+    status.insert(
+        "conditions".into(),
+        merge_conditions(parent, &desired.conditions, generation, now),
+    );
     if let Some(generation) = generation {
         status.insert("observedGeneration".into(), json!(generation));
     }
@@ -30,9 +33,17 @@ pub fn desired_status(parent: &Value, desired: &Desired, now: &str) -> Value {
 /// The `status` to apply after a failed reconcile: the previous status
 /// stays, `Ready` turns `False` with the reason.
 pub fn failed_status(parent: &Value, reason: &str, message: &str, now: &str) -> Value {
-    let ready = Condition { type_: "Ready".into(), status: "False".into(), reason: reason.into(), message: message.into() };
+    let ready = Condition {
+        type_: "Ready".into(),
+        status: "False".into(),
+        reason: reason.into(),
+        message: message.into(),
+    };
     let generation = parent["metadata"]["generation"].as_i64();
-    let mut conditions: Vec<Condition> = current_conditions(parent).into_iter().filter(|c| c.type_ != "Ready").collect();
+    let mut conditions: Vec<Condition> = current_conditions(parent)
+        .into_iter()
+        .filter(|c| c.type_ != "Ready")
+        .collect();
     conditions.push(ready);
     json!({ "conditions": merge_conditions(parent, &conditions, generation, now) })
 }
@@ -40,7 +51,11 @@ pub fn failed_status(parent: &Value, reason: &str, message: &str, now: &str) -> 
 fn current_conditions(parent: &Value) -> Vec<Condition> {
     parent["status"]["conditions"]
         .as_array()
-        .map(|cs| cs.iter().filter_map(|c| serde_json::from_value(c.clone()).ok()).collect())
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| serde_json::from_value(c.clone()).ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -10,7 +10,9 @@ pub fn guest_module(crate_name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(
         path.exists(),
         "{} is missing: build the plugins first with `make plugins` (cargo build --release --target wasm32-wasip2 -p {crate_name})",

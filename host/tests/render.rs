@@ -13,7 +13,11 @@ fn repo() -> PathBuf {
 
 fn sample(name: &str) -> PathBuf {
     let path = repo().join("../shared/samples").join(name);
-    assert!(path.exists(), "sample {} is missing (shared/ must sit beside the repository)", path.display());
+    assert!(
+        path.exists(),
+        "sample {} is missing (shared/ must sit beside the repository)",
+        path.display()
+    );
     path
 }
 
@@ -22,7 +26,11 @@ fn input(name: &str) -> PathBuf {
 }
 
 fn render(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trellis")).arg("render").args(args).output().expect("running trellis")
+    Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("render")
+        .args(args)
+        .output()
+        .expect("running trellis")
 }
 
 /// Timestamps change from run to run; the golden files hold a fixed one.
@@ -38,7 +46,11 @@ fn normalise(yaml: &str) -> String {
 }
 
 fn assert_golden(name: &str, output: Output) {
-    assert!(output.status.success(), "render failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let actual = normalise(&String::from_utf8(output.stdout).unwrap());
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -64,14 +76,24 @@ fn msdeploy() -> String {
 #[test]
 fn msdeploy_sample() {
     let sample = sample("microservicedeploy.yaml");
-    assert_golden("msdeploy-sample.yaml", render(&["--plugin", &msdeploy(), "--parent", sample.to_str().unwrap()]));
+    assert_golden(
+        "msdeploy-sample.yaml",
+        render(&["--plugin", &msdeploy(), "--parent", sample.to_str().unwrap()]),
+    );
 }
 
 #[test]
 fn msdeploy_idle_scales_to_zero_without_autoscaler() {
     let parent = input("msdeploy-idle.yaml");
     let observed = input("msdeploy-idle-observed.yaml");
-    let output = render(&["--plugin", &msdeploy(), "--parent", parent.to_str().unwrap(), "--observed", observed.to_str().unwrap()]);
+    let output = render(&[
+        "--plugin",
+        &msdeploy(),
+        "--parent",
+        parent.to_str().unwrap(),
+        "--observed",
+        observed.to_str().unwrap(),
+    ]);
     assert_golden("msdeploy-idle.yaml", output);
 }
 
@@ -79,34 +101,61 @@ fn msdeploy_idle_scales_to_zero_without_autoscaler() {
 fn msdeploy_status_reflects_the_observed_deployment() {
     let sample = sample("microservicedeploy.yaml");
     let observed = input("msdeploy-observed-ready.yaml");
-    let output = render(&["--plugin", &msdeploy(), "--parent", sample.to_str().unwrap(), "--observed", observed.to_str().unwrap()]);
+    let output = render(&[
+        "--plugin",
+        &msdeploy(),
+        "--parent",
+        sample.to_str().unwrap(),
+        "--observed",
+        observed.to_str().unwrap(),
+    ]);
     assert_golden("msdeploy-ready.yaml", output);
 }
 
 #[test]
 fn msdeploy_without_image_is_an_invalid_spec() {
     let parent = input("msdeploy-no-image.yaml");
-    let stderr = one_line_error(&render(&["--plugin", &msdeploy(), "--parent", parent.to_str().unwrap()]));
+    let stderr = one_line_error(&render(&[
+        "--plugin",
+        &msdeploy(),
+        "--parent",
+        parent.to_str().unwrap(),
+    ]));
     assert!(stderr.contains("invalid spec: spec.image is required"), "{stderr}");
 }
 
 #[test]
 fn a_missing_file_is_one_line() {
-    let stderr = one_line_error(&render(&["--plugin", &msdeploy(), "--parent", "/nonexistent/parent.yaml"]));
+    let stderr = one_line_error(&render(&[
+        "--plugin",
+        &msdeploy(),
+        "--parent",
+        "/nonexistent/parent.yaml",
+    ]));
     assert!(stderr.contains("cannot read /nonexistent/parent.yaml"), "{stderr}");
 }
 
 #[test]
 fn invalid_yaml_is_one_line() {
     let parent = input("invalid.yaml");
-    let stderr = one_line_error(&render(&["--plugin", &msdeploy(), "--parent", parent.to_str().unwrap()]));
+    let stderr = one_line_error(&render(&[
+        "--plugin",
+        &msdeploy(),
+        "--parent",
+        parent.to_str().unwrap(),
+    ]));
     assert!(stderr.contains("is not valid YAML"), "{stderr}");
 }
 
 #[test]
 fn a_parent_of_the_wrong_kind_is_one_line() {
     let parent = sample("etcdcluster.yaml");
-    let stderr = one_line_error(&render(&["--plugin", &msdeploy(), "--parent", parent.to_str().unwrap()]));
+    let stderr = one_line_error(&render(&[
+        "--plugin",
+        &msdeploy(),
+        "--parent",
+        parent.to_str().unwrap(),
+    ]));
     assert!(stderr.contains("the parent is a etcd.database.coreos.com/v1beta2 EtcdCluster, but plugin msdeploy reconciles custom.ops/v1 MicroServiceDeploy"), "{stderr}");
 }
 
@@ -114,14 +163,27 @@ fn a_parent_of_the_wrong_kind_is_one_line() {
 fn a_plugin_that_traps_is_one_line() {
     let hostile = guest_module("trellis-test-hostile");
     let parent = input("hostile-panic.yaml");
-    let stderr = one_line_error(&render(&["--plugin", hostile.to_str().unwrap(), "--parent", parent.to_str().unwrap()]));
-    assert!(stderr.contains("reconcile trapped") && stderr.contains("panics on purpose"), "{stderr}");
+    let stderr = one_line_error(&render(&[
+        "--plugin",
+        hostile.to_str().unwrap(),
+        "--parent",
+        parent.to_str().unwrap(),
+    ]));
+    assert!(
+        stderr.contains("reconcile trapped") && stderr.contains("panics on purpose"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_file_that_is_not_a_plugin_is_one_line() {
     let not_a_plugin = input("invalid.yaml");
     let parent = sample("microservicedeploy.yaml");
-    let stderr = one_line_error(&render(&["--plugin", not_a_plugin.to_str().unwrap(), "--parent", parent.to_str().unwrap()]));
+    let stderr = one_line_error(&render(&[
+        "--plugin",
+        not_a_plugin.to_str().unwrap(),
+        "--parent",
+        parent.to_str().unwrap(),
+    ]));
     assert!(stderr.contains("is not a valid WebAssembly component"), "{stderr}");
 }

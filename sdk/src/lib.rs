@@ -58,10 +58,7 @@ pub trait Reconciler {
     fn reconcile(req: &Request) -> Result<Response, Error>;
 
     /// Checks a parent before it is admitted. The default accepts anything.
-    fn validate(
-        _obj: &serde_json::Value,
-        _old: Option<&serde_json::Value>,
-    ) -> Result<(), Vec<String>> {
+    fn validate(_obj: &serde_json::Value, _old: Option<&serde_json::Value>) -> Result<(), Vec<String>> {
         Ok(())
     }
 }
@@ -77,9 +74,7 @@ pub mod glue {
         R::info().into_wit()
     }
 
-    pub fn reconcile<R: Reconciler>(
-        req: types::Request,
-    ) -> Result<types::Response, types::Error> {
+    pub fn reconcile<R: Reconciler>(req: types::Request) -> Result<types::Response, types::Error> {
         let req = Request::from_wit(req).map_err(crate::Error::into_wit)?;
         R::reconcile(&req)
             .map(crate::Response::into_wit)

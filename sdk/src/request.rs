@@ -26,8 +26,16 @@ impl Request {
         };
         Ok(Self {
             parent: parse("parent", &req.parent)?,
-            children: req.children.iter().map(|c| parse("child", c)).collect::<Result<_, _>>()?,
-            related: req.related.iter().map(|r| parse("related", r)).collect::<Result<_, _>>()?,
+            children: req
+                .children
+                .iter()
+                .map(|c| parse("child", c))
+                .collect::<Result<_, _>>()?,
+            related: req
+                .related
+                .iter()
+                .map(|r| parse("related", r))
+                .collect::<Result<_, _>>()?,
             config: req.config.as_deref().map(|c| parse("config", c)).transpose()?,
             finalizing: req.finalizing,
         })
@@ -35,7 +43,13 @@ impl Request {
 
     /// Builds a request by hand, for unit tests of a plugin.
     pub fn new(parent: Value) -> Self {
-        Self { parent, children: Vec::new(), related: Vec::new(), config: None, finalizing: false }
+        Self {
+            parent,
+            children: Vec::new(),
+            related: Vec::new(),
+            config: None,
+            finalizing: false,
+        }
     }
 
     /// Adds an observed child (for unit tests of a plugin).

@@ -108,7 +108,10 @@ impl Response {
 
     /// The desired children as JSON (for unit tests of a plugin).
     pub fn children_json(&self) -> Vec<Value> {
-        self.children.iter().filter_map(|c| serde_json::from_str(c).ok()).collect()
+        self.children
+            .iter()
+            .filter_map(|c| serde_json::from_str(c).ok())
+            .collect()
     }
 
     /// The status set so far (for unit tests of a plugin).
@@ -139,7 +142,11 @@ impl Response {
                 .events
                 .into_iter()
                 .map(|(warning, reason, message)| types::Event {
-                    severity: if warning { types::Severity::Warning } else { types::Severity::Normal },
+                    severity: if warning {
+                        types::Severity::Warning
+                    } else {
+                        types::Severity::Normal
+                    },
                     reason,
                     message,
                 })

@@ -18,7 +18,10 @@ pub struct KindRef {
 impl KindRef {
     /// A kind from its `apiVersion` and `kind`.
     pub fn new(api_version: &str, kind: &str) -> Self {
-        Self { api_version: api_version.to_owned(), kind: kind.to_owned() }
+        Self {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        }
     }
 
     /// The kind of a JSON object, if it names one.
@@ -33,7 +36,9 @@ impl KindRef {
 
     /// The API version without the group.
     pub fn version(&self) -> &str {
-        self.api_version.rsplit_once('/').map_or(&self.api_version, |(_, version)| version)
+        self.api_version
+            .rsplit_once('/')
+            .map_or(&self.api_version, |(_, version)| version)
     }
 }
 

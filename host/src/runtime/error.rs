@@ -36,13 +36,25 @@ pub enum RuntimeError {
     Instantiate { plugin: String, reason: String },
     /// The call ran past its deadline and was interrupted.
     #[error("plugin {plugin}: {call} ran past its deadline of {timeout:?}")]
-    Timeout { plugin: String, call: &'static str, timeout: Duration },
+    Timeout {
+        plugin: String,
+        call: &'static str,
+        timeout: Duration,
+    },
     /// The guest asked for more linear memory than its limit.
     #[error("plugin {plugin}: {call} exceeded its memory limit of {limit_bytes} bytes")]
-    MemoryLimit { plugin: String, call: &'static str, limit_bytes: usize },
+    MemoryLimit {
+        plugin: String,
+        call: &'static str,
+        limit_bytes: usize,
+    },
     /// The guest trapped (panic, unreachable, stack overflow, ...).
     #[error("plugin {plugin}: {call} trapped: {message}")]
-    Trap { plugin: String, call: &'static str, message: String },
+    Trap {
+        plugin: String,
+        call: &'static str,
+        message: String,
+    },
     /// The response is larger than the output limit.
     #[error("plugin {plugin}: response of {size} bytes exceeds the limit of {limit} bytes")]
     ResponseTooLarge { plugin: String, size: usize, limit: usize },
@@ -69,9 +81,18 @@ impl RuntimeError {
             Self::Trap { .. } => "PluginTrapped",
             Self::ResponseTooLarge { .. } => "ResponseTooLarge",
             Self::InvalidResponse { .. } => "InvalidResponse",
-            Self::Reported { failure: PluginFailure::InvalidSpec(_), .. } => "InvalidSpec",
-            Self::Reported { failure: PluginFailure::Transient(_), .. } => "TransientError",
-            Self::Reported { failure: PluginFailure::Fatal(_), .. } => "PluginError",
+            Self::Reported {
+                failure: PluginFailure::InvalidSpec(_),
+                ..
+            } => "InvalidSpec",
+            Self::Reported {
+                failure: PluginFailure::Transient(_),
+                ..
+            } => "TransientError",
+            Self::Reported {
+                failure: PluginFailure::Fatal(_),
+                ..
+            } => "PluginError",
         }
     }
 }

@@ -45,7 +45,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(1), memory_bytes: 64 << 20, response_bytes: 4 << 20 }
+        Self {
+            timeout: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            response_bytes: 4 << 20,
+        }
     }
 }
 
@@ -61,7 +65,10 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 128, max_memory_bytes: 1 << 30 }
+        Self {
+            max_instances: 128,
+            max_memory_bytes: 1 << 30,
+        }
     }
 }
 
@@ -100,7 +107,9 @@ impl Runtime {
         bindings::Reconciler::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s).map_err(engine_error)?;
 
         spawn_epoch_ticker(&engine);
-        Ok(Self { inner: Arc::new(RuntimeInner { engine, linker, config }) })
+        Ok(Self {
+            inner: Arc::new(RuntimeInner { engine, linker, config }),
+        })
     }
 
     /// The engine, e.g. to (de)serialise compiled modules.
@@ -110,8 +119,10 @@ impl Runtime {
 
     /// Compiles a module. `module` names it in errors (a file or ConfigMap).
     pub fn compile(&self, module: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
-        Component::new(&self.inner.engine, bytes)
-            .map_err(|e| RuntimeError::Compile { module: module.to_owned(), reason: error::one_line(&e) })
+        Component::new(&self.inner.engine, bytes).map_err(|e| RuntimeError::Compile {
+            module: module.to_owned(),
+            reason: error::one_line(&e),
+        })
     }
 
     /// Compiles a module, links it and asks it for its `info`.
@@ -128,7 +139,10 @@ impl Runtime {
         digest: String,
         limits: Limits,
     ) -> Result<Plugin, RuntimeError> {
-        let incompatible = |e: wasmtime::Error| RuntimeError::Incompatible { module: module.to_owned(), reason: error::one_line(&e) };
+        let incompatible = |e: wasmtime::Error| RuntimeError::Incompatible {
+            module: module.to_owned(),
+            reason: error::one_line(&e),
+        };
         let pre = self.inner.linker.instantiate_pre(component).map_err(incompatible)?;
         let pre = ReconcilerPre::new(pre).map_err(incompatible)?;
         Plugin::new(module, pre, digest, limits, self.inner.config.max_memory_bytes)

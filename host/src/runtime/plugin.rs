@@ -44,10 +44,24 @@ impl Plugin {
         limits: Limits,
         max_memory_bytes: usize,
     ) -> Result<Self, RuntimeError> {
-        let limits = Limits { memory_bytes: limits.memory_bytes.min(max_memory_bytes), ..limits };
-        let info = call(&pre, module, "info", "", limits, |store, instance| instance.call_info(store))?;
+        let limits = Limits {
+            memory_bytes: limits.memory_bytes.min(max_memory_bytes),
+            ..limits
+        };
+        let info = call(&pre, module, "info", "", limits, |store, instance| {
+            instance.call_info(store)
+        })?;
         let info = validate::plugin_info(module, info)?;
-        Ok(Self { inner: Arc::new(Inner { module: module.to_owned(), pre, info, digest, max_memory_bytes }), limits })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                module: module.to_owned(),
+                pre,
+                info,
+                digest,
+                max_memory_bytes,
+            }),
+            limits,
+        })
     }
 
     /// What the plugin says about itself.
@@ -74,7 +88,10 @@ impl Plugin {
     /// memory limit is capped by the runtime's largest.
     pub fn with_limits(&self, limits: Limits) -> Self {
         let memory_bytes = limits.memory_bytes.min(self.inner.max_memory_bytes);
-        Self { inner: self.inner.clone(), limits: Limits { memory_bytes, ..limits } }
+        Self {
+            inner: self.inner.clone(),
+            limits: Limits { memory_bytes, ..limits },
+        }
     }
 
     /// Runs one reconcile and checks the response. Blocking: call it from
@@ -89,9 +106,14 @@ impl Plugin {
             config: req.config.as_ref().map(Value::to_string),
             finalizing: req.finalizing,
         };
-        let response = call(&self.inner.pre, self.name(), "reconcile", &subject, self.limits, |store, instance| {
-            instance.call_reconcile(store, &wit_req)
-        })?;
+        let response = call(
+            &self.inner.pre,
+            self.name(),
+            "reconcile",
+            &subject,
+            self.limits,
+            |store, instance| instance.call_reconcile(store, &wit_req),
+        )?;
         validate::response(&self.inner.info, namespace, self.limits.response_bytes, response)
     }
 
@@ -99,9 +121,14 @@ impl Plugin {
     /// result lists the plugin's objections.
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<Result<(), Vec<String>>, RuntimeError> {
         let (obj_text, old_text) = (obj.to_string(), old.map(Value::to_string));
-        call(&self.inner.pre, self.name(), "validate", &object_key(obj), self.limits, |store, instance| {
-            instance.call_validate(store, &obj_text, old_text.as_ref())
-        })
+        call(
+            &self.inner.pre,
+            self.name(),
+            "validate",
+            &object_key(obj),
+            self.limits,
+            |store, instance| instance.call_validate(store, &obj_text, old_text.as_ref()),
+        )
     }
 
     fn name(&self) -> &str {
@@ -139,18 +166,37 @@ fn call<R>(
         Err(e) if e.downcast_ref::<Trap>().is_some() || store.data().limiter.exceeded => {
             return Err(classify(&store, plugin, call, limits, e));
         }
-        Err(e) => return Err(RuntimeError::Instantiate { plugin: plugin.to_owned(), reason: one_line(&e) }),
+        Err(e) => {
+            return Err(RuntimeError::Instantiate {
+                plugin: plugin.to_owned(),
+                reason: one_line(&e),
+            });
+        }
     };
     f(&mut store, &instance).map_err(|e| classify(&store, plugin, call, limits, e))
 }
 
-fn classify(store: &Store<Sandbox>, plugin: &str, call: &'static str, limits: Limits, error: wasmtime::Error) -> RuntimeError {
+fn classify(
+    store: &Store<Sandbox>,
+    plugin: &str,
+    call: &'static str,
+    limits: Limits,
+    error: wasmtime::Error,
+) -> RuntimeError {
     let plugin = plugin.to_owned();
     if store.data().limiter.exceeded {
-        return RuntimeError::MemoryLimit { plugin, call, limit_bytes: limits.memory_bytes };
+        return RuntimeError::MemoryLimit {
+            plugin,
+            call,
+            limit_bytes: limits.memory_bytes,
+        };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => RuntimeError::Timeout { plugin, call, timeout: limits.timeout },
+        Some(Trap::Interrupt) => RuntimeError::Timeout {
+            plugin,
+            call,
+            timeout: limits.timeout,
+        },
         trap => {
             let what = trap.map_or_else(|| one_line(&error), Trap::to_string);
             let message = match panic_message(store.data()) {

@@ -43,7 +43,10 @@ impl Sandbox {
             wasi,
             table: ResourceTable::new(),
             stderr,
-            limiter: MemoryCap { limit: memory_limit, exceeded: false },
+            limiter: MemoryCap {
+                limit: memory_limit,
+                exceeded: false,
+            },
             plugin: plugin.to_owned(),
             subject: subject.to_owned(),
             log_lines: 0,
@@ -55,7 +58,10 @@ impl Sandbox {
     pub(crate) fn last_stderr_line(&self) -> Option<String> {
         let bytes = self.stderr.contents();
         let text = String::from_utf8_lossy(&bytes);
-        text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_owned())
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned())
     }
 
     /// All of the plugin's stderr, for `panicked at` messages spanning lines.
@@ -66,7 +72,10 @@ impl Sandbox {
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

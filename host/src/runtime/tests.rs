@@ -8,13 +8,23 @@ use std::time::Instant;
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| Runtime::new(RuntimeConfig { max_instances: 16, ..RuntimeConfig::default() }).unwrap())
+    RUNTIME.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            max_instances: 16,
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    })
 }
 
 fn hostile(limits: Limits) -> Plugin {
     static HOSTILE: OnceLock<Plugin> = OnceLock::new();
     HOSTILE
-        .get_or_init(|| runtime().load("hostile.wasm", &guest_bytes("trellis-test-hostile"), Limits::default()).unwrap())
+        .get_or_init(|| {
+            runtime()
+                .load("hostile.wasm", &guest_bytes("trellis-test-hostile"), Limits::default())
+                .unwrap()
+        })
         .with_limits(limits)
 }
 
@@ -52,12 +62,18 @@ fn a_good_call_fills_in_the_namespace() {
 
 #[test]
 fn an_endless_loop_hits_the_deadline() {
-    let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
     let started = Instant::now();
     let err = hostile(limits).reconcile(&request("loop")).unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, RuntimeError::Timeout { .. }), "{err}");
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(1500), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
     assert!(err.to_string().contains("hostile"), "{err}");
 }
 
@@ -66,14 +82,24 @@ fn the_default_deadline_is_about_one_second() {
     let started = Instant::now();
     let err = run("loop").unwrap_err();
     assert!(matches!(err, RuntimeError::Timeout { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn an_allocation_bomb_hits_the_memory_limit() {
-    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
     let err = hostile(limits).reconcile(&request("alloc-bomb")).unwrap_err();
-    assert!(matches!(err, RuntimeError::MemoryLimit { limit_bytes, .. } if limit_bytes == 16 << 20), "{err}");
+    assert!(
+        matches!(err, RuntimeError::MemoryLimit { limit_bytes, .. } if limit_bytes == 16 << 20),
+        "{err}"
+    );
 }
 
 #[test]
@@ -98,14 +124,20 @@ fn deep_recursion_is_a_trap() {
 fn garbage_json_is_a_decode_error() {
     for mode in ["garbage-json", "not-json"] {
         let err = run(mode).unwrap_err();
-        assert!(matches!(&err, RuntimeError::InvalidResponse { reason, .. } if reason.contains("child 0")), "{mode}: {err}");
+        assert!(
+            matches!(&err, RuntimeError::InvalidResponse { reason, .. } if reason.contains("child 0")),
+            "{mode}: {err}"
+        );
     }
 }
 
 #[test]
 fn a_huge_response_is_refused() {
     let err = run("huge-response").unwrap_err();
-    assert!(matches!(err, RuntimeError::ResponseTooLarge { limit, .. } if limit == 4 << 20), "{err}");
+    assert!(
+        matches!(err, RuntimeError::ResponseTooLarge { limit, .. } if limit == 4 << 20),
+        "{err}"
+    );
 }
 
 #[test]
@@ -117,14 +149,20 @@ fn children_outside_the_contract_are_refused() {
         ("bad-name", "not a valid object name"),
     ] {
         let err = run(mode).unwrap_err();
-        assert!(matches!(&err, RuntimeError::InvalidResponse { reason, .. } if reason.contains(needle)), "{mode}: {err}");
+        assert!(
+            matches!(&err, RuntimeError::InvalidResponse { reason, .. } if reason.contains(needle)),
+            "{mode}: {err}"
+        );
     }
 }
 
 #[test]
 fn a_plugin_error_is_reported_as_such() {
     let err = run("invalid-spec").unwrap_err();
-    assert!(matches!(&err, RuntimeError::Reported { failure: PluginFailure::InvalidSpec(m), .. } if m == "spec.mode says so"), "{err}");
+    assert!(
+        matches!(&err, RuntimeError::Reported { failure: PluginFailure::InvalidSpec(m), .. } if m == "spec.mode says so"),
+        "{err}"
+    );
     assert_eq!(err.cause(), "InvalidSpec");
 }
 
@@ -136,7 +174,11 @@ fn a_log_flood_is_cut_and_the_call_succeeds() {
 #[test]
 fn the_host_survives_and_serves_after_every_failure() {
     for mode in ["loop", "alloc-bomb", "panic", "recursion", "garbage-json"] {
-        let limits = Limits { timeout: Duration::from_millis(100), memory_bytes: 8 << 20, ..Limits::default() };
+        let limits = Limits {
+            timeout: Duration::from_millis(100),
+            memory_bytes: 8 << 20,
+            ..Limits::default()
+        };
         assert!(hostile(limits).reconcile(&request(mode)).is_err());
         assert!(run("ok").is_ok(), "a good call after {mode} works");
     }
@@ -144,18 +186,28 @@ fn the_host_survives_and_serves_after_every_failure() {
 
 #[test]
 fn bytes_that_are_not_a_component_do_not_compile() {
-    let err = runtime().load("junk.wasm", b"definitely not wasm", Limits::default()).unwrap_err();
-    assert!(matches!(&err, RuntimeError::Compile { module, .. } if module == "junk.wasm"), "{err}");
+    let err = runtime()
+        .load("junk.wasm", b"definitely not wasm", Limits::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Compile { module, .. } if module == "junk.wasm"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_component_of_another_world_is_incompatible() {
     // A valid component that exports nothing: it cannot be a reconciler.
-    let err = runtime().load("empty.wasm", b"(component)", Limits::default()).unwrap_err();
+    let err = runtime()
+        .load("empty.wasm", b"(component)", Limits::default())
+        .unwrap_err();
     assert!(matches!(err, RuntimeError::Incompatible { .. }), "{err}");
 }
 
 #[test]
 fn the_digest_is_the_sha256_of_the_module() {
-    assert_eq!(digest(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(
+        digest(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
 }

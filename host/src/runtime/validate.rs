@@ -11,16 +11,33 @@ use std::time::Duration;
 /// Metadata fields the API server owns; a plugin that echoes an observed
 /// child back must not send them (a stale `resourceVersion` would turn the
 /// apply into a conflicting update).
-const SERVER_OWNED_METADATA: &[&str] =
-    &["resourceVersion", "uid", "managedFields", "creationTimestamp", "generation", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"];
+const SERVER_OWNED_METADATA: &[&str] = &[
+    "resourceVersion",
+    "uid",
+    "managedFields",
+    "creationTimestamp",
+    "generation",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
 
 /// Checks a plugin's `info` and converts it.
 pub(crate) fn plugin_info(module: &str, info: wit::PluginInfo) -> Result<PluginInfo, RuntimeError> {
-    let invalid = |reason: String| RuntimeError::InvalidInfo { module: module.to_owned(), reason };
+    let invalid = |reason: String| RuntimeError::InvalidInfo {
+        module: module.to_owned(),
+        reason,
+    };
     if !is_dns_label(&info.name) {
-        return Err(invalid(format!("name {:?} is not a DNS label (lowercase letters, digits, '-', at most 63)", info.name)));
+        return Err(invalid(format!(
+            "name {:?} is not a DNS label (lowercase letters, digits, '-', at most 63)",
+            info.name
+        )));
     }
-    let kind = |k: wit::KindRef| KindRef { api_version: k.api_version, kind: k.kind };
+    let kind = |k: wit::KindRef| KindRef {
+        api_version: k.api_version,
+        kind: k.kind,
+    };
     let info = PluginInfo {
         name: info.name,
         version: info.version,
@@ -31,7 +48,9 @@ pub(crate) fn plugin_info(module: &str, info: wit::PluginInfo) -> Result<PluginI
     };
     for k in std::iter::once(&info.parent).chain(&info.children).chain(&info.related) {
         if k.kind.is_empty() || k.version().is_empty() || !k.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
-            return Err(invalid(format!("{k:?} is not a valid kind (apiVersion group/version, CamelCase kind)")));
+            return Err(invalid(format!(
+                "{k:?} is not a valid kind (apiVersion group/version, CamelCase kind)"
+            )));
         }
     }
     Ok(info)
@@ -57,16 +76,26 @@ pub(crate) fn response(
     })?;
     let size = response_size(&response);
     if size > response_limit {
-        return Err(RuntimeError::ResponseTooLarge { plugin: plugin.clone(), size, limit: response_limit });
+        return Err(RuntimeError::ResponseTooLarge {
+            plugin: plugin.clone(),
+            size,
+            limit: response_limit,
+        });
     }
-    let invalid = |reason: String| RuntimeError::InvalidResponse { plugin: plugin.clone(), reason };
+    let invalid = |reason: String| RuntimeError::InvalidResponse {
+        plugin: plugin.clone(),
+        reason,
+    };
 
     let allowed: HashSet<&KindRef> = info.children.iter().collect();
     let mut seen = HashSet::new();
     let mut children = Vec::with_capacity(response.children.len());
     for (index, text) in response.children.iter().enumerate() {
         let child = child(&allowed, namespace, text).map_err(|reason| invalid(format!("child {index}: {reason}")))?;
-        let key = (KindRef::of(&child), child["metadata"]["name"].as_str().map(str::to_owned));
+        let key = (
+            KindRef::of(&child),
+            child["metadata"]["name"].as_str().map(str::to_owned),
+        );
         if !seen.insert(key) {
             return Err(invalid(format!(
                 "child {index}: {} {} is listed twice",
@@ -94,7 +123,12 @@ pub(crate) fn response(
                 c.type_, c.status, c.reason
             )));
         }
-        conditions.push(Condition { type_: c.type_, status: c.status, reason: c.reason, message: c.message });
+        conditions.push(Condition {
+            type_: c.type_,
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+        });
     }
 
     let events = response
@@ -104,7 +138,11 @@ pub(crate) fn response(
             if !is_reason(&e.reason) {
                 return Err(invalid(format!("event reason {:?} is not CamelCase", e.reason)));
             }
-            Ok(Event { warning: matches!(e.severity, wit::Severity::Warning), reason: e.reason, message: e.message })
+            Ok(Event {
+                warning: matches!(e.severity, wit::Severity::Warning),
+                reason: e.reason,
+                message: e.message,
+            })
         })
         .collect::<Result<_, _>>()?;
 
@@ -113,7 +151,9 @@ pub(crate) fn response(
         status,
         conditions,
         events,
-        requeue_after: response.requeue_after_seconds.map(|s| Duration::from_secs(u64::from(s))),
+        requeue_after: response
+            .requeue_after_seconds
+            .map(|s| Duration::from_secs(u64::from(s))),
         finalized: response.finalized,
     })
 }
@@ -136,19 +176,31 @@ fn child(allowed: &HashSet<&KindRef>, namespace: Option<&str>, text: &str) -> Re
     };
     let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default();
     if !is_dns_subdomain(name) {
-        return Err(format!("{kind} name {name:?} is not a valid object name (lowercase DNS subdomain, at most 253 characters)"));
+        return Err(format!(
+            "{kind} name {name:?} is not a valid object name (lowercase DNS subdomain, at most 253 characters)"
+        ));
     }
     if metadata.contains_key("ownerReferences") {
-        return Err(format!("{kind} {name} sets ownerReferences; the host sets the owner itself"));
+        return Err(format!(
+            "{kind} {name} sets ownerReferences; the host sets the owner itself"
+        ));
     }
     if metadata.contains_key("finalizers") {
-        return Err(format!("{kind} {name} sets finalizers; children may not block their own deletion"));
+        return Err(format!(
+            "{kind} {name} sets finalizers; children may not block their own deletion"
+        ));
     }
     match (metadata.get("namespace").and_then(Value::as_str), namespace) {
         (Some(own), Some(parent)) if own != parent => {
-            return Err(format!("{kind} {name} is in namespace {own:?}, outside the parent's namespace {parent:?}"));
+            return Err(format!(
+                "{kind} {name} is in namespace {own:?}, outside the parent's namespace {parent:?}"
+            ));
         }
-        (Some(_), None) => return Err(format!("{kind} {name} sets a namespace but the parent is cluster-scoped")),
+        (Some(_), None) => {
+            return Err(format!(
+                "{kind} {name} sets a namespace but the parent is cluster-scoped"
+            ));
+        }
         (None, Some(parent)) => {
             metadata.insert("namespace".into(), Value::String(parent.to_owned()));
         }
@@ -168,7 +220,10 @@ fn strip_server_owned(metadata: &mut Map<String, Value>) {
 fn response_size(r: &wit::Response) -> usize {
     r.children.iter().map(String::len).sum::<usize>()
         + r.status.as_ref().map_or(0, String::len)
-        + r.conditions.iter().map(|c| c.type_.len() + c.status.len() + c.reason.len() + c.message.len()).sum::<usize>()
+        + r.conditions
+            .iter()
+            .map(|c| c.type_.len() + c.status.len() + c.reason.len() + c.message.len())
+            .sum::<usize>()
         + r.events.iter().map(|e| e.reason.len() + e.message.len()).sum::<usize>()
 }
 
@@ -176,7 +231,8 @@ fn response_size(r: &wit::Response) -> usize {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -190,5 +246,6 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 fn is_reason(s: &str) -> bool {
     s.len() <= 1024
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
 }

@@ -2,21 +2,23 @@
 
 use crate::quantity;
 use crate::spec::Checked;
-use trellis_sdk::k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use std::collections::BTreeMap;
+use trellis_sdk::Request;
+use trellis_sdk::k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use trellis_sdk::k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
     ResourceMetricSource,
 };
 use trellis_sdk::k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceQuota, ResourceQuotaSpec, SecurityContext, SeccompProfile, Service, ServiceAccount, ServicePort,
+    ResourceQuota, ResourceQuotaSpec, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
     ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use trellis_sdk::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use trellis_sdk::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
-use trellis_sdk::Request;
 
 /// Port the service listens on inside the container.
 const APP_PORT: i32 = 8080;
@@ -47,11 +49,18 @@ impl Names {
         if let Some(version) = spec.version.as_ref().filter(|v| is_label_value(v)) {
             labels.insert("app.kubernetes.io/version".to_owned(), version.clone());
         }
-        Self { instance, service, labels }
+        Self {
+            instance,
+            service,
+            labels,
+        }
     }
 
     fn meta(&self, req: &Request, name: &str) -> ObjectMeta {
-        ObjectMeta { labels: Some(self.labels.clone()), ..req.child_meta(name) }
+        ObjectMeta {
+            labels: Some(self.labels.clone()),
+            ..req.child_meta(name)
+        }
     }
 
     fn selector(&self) -> BTreeMap<String, String> {
@@ -68,20 +77,29 @@ impl Names {
 }
 
 fn is_label_value(v: &str) -> bool {
-    v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// What a gateway reads: whether callers must authenticate, and the route.
 fn gateway_annotations(names: &Names, spec: &Checked) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([(format!("{GATEWAY_PREFIX}/need-auth"), spec.need_auth.to_string())]);
     if let Some(path) = &spec.path {
-        annotations.insert(format!("{GATEWAY_PREFIX}/route"), format!("/{}/{}", names.service, path.trim_matches('/')));
+        annotations.insert(
+            format!("{GATEWAY_PREFIX}/route"),
+            format!("/{}/{}", names.service, path.trim_matches('/')),
+        );
     }
     annotations
 }
 
 pub fn service_account(req: &Request, names: &Names) -> ServiceAccount {
-    ServiceAccount { metadata: names.meta(req, &names.instance), automount_service_account_token: Some(false), ..Default::default() }
+    ServiceAccount {
+        metadata: names.meta(req, &names.instance),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
 }
 
 pub fn config_map(req: &Request, names: &Names, config: &str) -> ConfigMap {
@@ -98,10 +116,16 @@ pub fn deployment(req: &Request, names: &Names, spec: &Checked) -> Deployment {
     let mut pod_annotations = gateway_annotations(names, spec);
     if let Some(config) = &spec.config {
         // A new config rolls the pods, as a restart would pick it up.
-        pod_annotations.insert("trellis.dev/config-hash".to_owned(), format!("{:016x}", fnv1a(config.as_bytes())));
+        pod_annotations.insert(
+            "trellis.dev/config-hash".to_owned(),
+            format!("{:016x}", fnv1a(config.as_bytes())),
+        );
     }
     let probe = |initial_delay| Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::String("http".into()), ..Default::default() }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
         initial_delay_seconds: Some(initial_delay),
         period_seconds: Some(10),
         timeout_seconds: Some(2),
@@ -111,16 +135,28 @@ pub fn deployment(req: &Request, names: &Names, spec: &Checked) -> Deployment {
     let container = Container {
         name: names.service.clone(),
         image: Some(spec.image.clone()),
-        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: APP_PORT, ..Default::default() }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: APP_PORT,
+            ..Default::default()
+        }]),
         resources: spec.resources.clone(),
         readiness_probe: Some(probe(5)),
         liveness_probe: Some(probe(15)),
         volume_mounts: spec.config.as_ref().map(|_| {
-            vec![VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }]
+            vec![VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            }]
         }),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -128,7 +164,10 @@ pub fn deployment(req: &Request, names: &Names, spec: &Checked) -> Deployment {
     let volumes = spec.config.as_ref().map(|_| {
         vec![Volume {
             name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource { name: names.config_map(), ..Default::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.config_map(),
+                ..Default::default()
+            }),
             ..Default::default()
         }]
     });
@@ -137,8 +176,15 @@ pub fn deployment(req: &Request, names: &Names, spec: &Checked) -> Deployment {
         spec: Some(DeploymentSpec {
             // With an autoscaler the replica count is its to set; leaving
             // the field out keeps the two from fighting over it.
-            replicas: if spec.autoscaling && !spec.idle { None } else { Some(spec.wanted_replicas()) },
-            selector: LabelSelector { match_labels: Some(names.selector()), ..Default::default() },
+            replicas: if spec.autoscaling && !spec.idle {
+                None
+            } else {
+                Some(spec.wanted_replicas())
+            },
+            selector: LabelSelector {
+                match_labels: Some(names.selector()),
+                ..Default::default()
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -148,14 +194,21 @@ pub fn deployment(req: &Request, names: &Names, spec: &Checked) -> Deployment {
             }),
             revision_history_limit: Some(5),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     service_account_name: Some(names.instance.clone()),
                     containers: vec![container],
                     volumes,
                     termination_grace_period_seconds: Some(30),
                     security_context: Some(PodSecurityContext {
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -208,7 +261,10 @@ pub fn resource_quota(req: &Request, names: &Names, spec: &Checked) -> Option<Re
     hard.insert("pods".to_owned(), Quantity(pods.to_string()));
     Some(ResourceQuota {
         metadata: names.meta(req, &format!("{}-quota", names.instance)),
-        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }
@@ -228,7 +284,11 @@ pub fn autoscaler(req: &Request, names: &Names, spec: &Checked) -> HorizontalPod
                 type_: "Resource".into(),
                 resource: Some(ResourceMetricSource {
                     name: "cpu".into(),
-                    target: MetricTarget { type_: "Utilization".into(), average_utilization: Some(80), ..Default::default() },
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(80),
+                        ..Default::default()
+                    },
                 }),
                 ..Default::default()
             }]),
@@ -240,5 +300,7 @@ pub fn autoscaler(req: &Request, names: &Names, spec: &Checked) -> HorizontalPod
 
 /// FNV-1a: a stable, dependency-free fingerprint of the config text.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -9,9 +9,9 @@ mod quantity;
 mod spec;
 
 use children::Names;
+use spec::MicroServiceDeploy;
 use trellis_sdk::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use trellis_sdk::k8s_openapi::api::core::v1::ResourceQuota;
-use spec::MicroServiceDeploy;
 use trellis_sdk::prelude::*;
 
 /// The plugin.
@@ -65,11 +65,26 @@ fn status(req: &Request, names: &Names, spec: &spec::Checked, response: Response
     let wanted = spec.wanted_replicas();
     let (phase, is_ready, reason, message) = if spec.idle {
         let drained = current == 0;
-        ("Idle", drained, if drained { "Idle" } else { "ScalingDown" }, format!("idle: {current} replicas left"))
+        (
+            "Idle",
+            drained,
+            if drained { "Idle" } else { "ScalingDown" },
+            format!("idle: {current} replicas left"),
+        )
     } else if ready >= wanted.max(1) {
-        ("Running", true, "ReplicasReady", format!("{ready}/{wanted} replicas ready"))
+        (
+            "Running",
+            true,
+            "ReplicasReady",
+            format!("{ready}/{wanted} replicas ready"),
+        )
     } else {
-        ("Progressing", false, "ReplicasNotReady", format!("{ready}/{wanted} replicas ready"))
+        (
+            "Progressing",
+            false,
+            "ReplicasNotReady",
+            format!("{ready}/{wanted} replicas ready"),
+        )
     };
     response
         .status(&json!({

@@ -4,9 +4,13 @@
 /// `quantity` times `factor`, in the same unit; `None` when the quantity is
 /// not one Kubernetes would accept.
 pub fn times(quantity: &str, factor: i32) -> Option<String> {
-    let split = quantity.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(quantity.len());
+    let split = quantity
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(quantity.len());
     let (number, suffix) = quantity.split_at(split);
-    const SUFFIXES: &[&str] = &["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    const SUFFIXES: &[&str] = &[
+        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
     if number.is_empty() || !SUFFIXES.contains(&suffix) {
         return None;
     }

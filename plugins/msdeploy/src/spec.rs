@@ -1,8 +1,8 @@
 //! The `MicroServiceDeploy` custom resource as users write it, and the
 //! checks that turn its spec into settled values.
 
-use trellis_sdk::k8s_openapi::api::core::v1::ResourceRequirements;
 use serde::Deserialize;
+use trellis_sdk::k8s_openapi::api::core::v1::ResourceRequirements;
 
 /// Largest `replicas` accepted.
 const MAX_REPLICAS: i32 = 1000;
@@ -55,7 +55,11 @@ impl Checked {
 
     /// Most replicas the autoscaler may run.
     pub fn max_replicas(&self) -> i32 {
-        if self.autoscaling { (self.replicas * 3).max(1) } else { self.replicas }
+        if self.autoscaling {
+            (self.replicas * 3).max(1)
+        } else {
+            self.replicas
+        }
     }
 }
 
@@ -68,13 +72,17 @@ impl Spec {
         }
         let replicas = self.replicas.unwrap_or(1);
         if !(0..=MAX_REPLICAS).contains(&replicas) {
-            return Err(format!("spec.replicas must be between 0 and {MAX_REPLICAS}, not {replicas}"));
+            return Err(format!(
+                "spec.replicas must be between 0 and {MAX_REPLICAS}, not {replicas}"
+            ));
         }
         for (field, value) in [("msName", &self.ms_name), ("fullName", &self.full_name)] {
             if let Some(value) = value
                 && !is_dns_label(value)
             {
-                return Err(format!("spec.{field} {value:?} must be a DNS label (lowercase letters, digits and '-')"));
+                return Err(format!(
+                    "spec.{field} {value:?} must be a DNS label (lowercase letters, digits and '-')"
+                ));
             }
         }
         Ok(Checked {
@@ -96,7 +104,8 @@ impl Spec {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -76,7 +76,11 @@ impl Reconciler for Hostile {
 /// Recurses until the stack runs out.
 fn recurse(depth: u64) -> u64 {
     let pad = std::hint::black_box([depth; 64]);
-    if pad[0] == u64::MAX { depth } else { recurse(depth + 1) + pad[63] }
+    if pad[0] == u64::MAX {
+        depth
+    } else {
+        recurse(depth + 1) + pad[63]
+    }
 }
 
 trellis_sdk::export_reconciler!(Hostile);

@@ -1,0 +1,58 @@
+# Trellis: the targets operator users type.
+#   make test     everything the CI runs (plugins, control plane, all tests)
+#   make run      run the host (see README)
+#   make render   run a plugin offline on a sample
+
+SHELL := bash
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+# Every crate that builds into a plugin module (.wasm).
+PLUGINS := trellis-plugin-msdeploy trellis-test-hostile
+WASM_DIR := target/$(WASM_TARGET)/release
+SAMPLES ?= ../shared/samples
+
+.PHONY: all build plugins toolchain envtest test unit-test render bench fmt lint clean
+
+all: build plugins
+
+## toolchain: the Rust target plugins compile to
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## build: the trellis binary
+build:
+	$(CARGO) build --release -p trellis
+
+## plugins: every plugin module, into target/wasm32-wasip2/release/
+plugins: toolchain
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
+
+## envtest: etcd, kube-apiserver and kube-controller-manager built from source (cached)
+envtest:
+	tests/control-plane build
+
+## unit-test: tests that need no control plane
+unit-test: plugins
+	$(CARGO) test -p trellis -p trellis-sdk
+
+## test: the whole suite, against a real control plane
+test: plugins envtest
+	$(CARGO) test --workspace
+
+## render: msdeploy on the sample, offline
+render: plugins
+	$(CARGO) run -q -p trellis -- render --plugin $(WASM_DIR)/trellis_plugin_msdeploy.wasm --parent $(SAMPLES)/microservicedeploy.yaml
+
+## bench: criterion benchmarks of the runtime
+bench: plugins
+	$(CARGO) bench -p trellis
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -7,6 +7,9 @@
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod metrics;
 pub mod render;
 pub mod runtime;
 pub mod status;

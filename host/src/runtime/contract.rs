@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// A kind of Kubernetes object, e.g. `apps/v1` `Deployment`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KindRef {
     /// `group/version`, or `version` for the core group.

@@ -1,0 +1,256 @@
+//! The writes of a reconcile: server-side apply of children (skipping the
+//! unchanged), pruning of children no longer desired, status, finalizers.
+
+use super::children::{self, ParentRef};
+use super::{Context, FINALIZER, ServedKind};
+use crate::runtime::KindRef;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+/// A write the API refused, or a child the host will not touch.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: KindRef,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("{kind} {name} already exists and is not owned by this {parent}; refusing to take it over")]
+    NotOwned {
+        kind: KindRef,
+        name: String,
+        parent: String,
+    },
+    #[error("pruning {kind} {name}: {source}")]
+    Prune {
+        kind: KindRef,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("writing status: {source}")]
+    Status { source: kube::Error },
+    #[error("updating finalizers: {source}")]
+    Finalizer { source: kube::Error },
+    #[error("{kind} is not a kind this plugin may emit")]
+    UnknownKind { kind: KindRef },
+}
+
+impl ApplyError {
+    /// The API's reason (e.g. `Forbidden`, `Invalid`), or ours.
+    pub fn reason(&self) -> String {
+        let api_reason = |e: &kube::Error| match e {
+            kube::Error::Api(status) if !status.reason.is_empty() => status.reason.clone(),
+            _ => "ApiError".to_owned(),
+        };
+        match self {
+            Self::Apply { source, .. }
+            | Self::Prune { source, .. }
+            | Self::Status { source }
+            | Self::Finalizer { source } => {
+                format!("Apply{}", api_reason(source))
+            }
+            Self::NotOwned { .. } => "ChildNotOwned".to_owned(),
+            Self::UnknownKind { .. } => "UnknownChildKind".to_owned(),
+        }
+    }
+}
+
+/// What the writes of one reconcile did.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub applied: u64,
+    pub skipped: u64,
+    pub pruned: u64,
+}
+
+fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<DynamicObject> {
+    let client = ctx.shared.client.clone();
+    match namespace {
+        Some(ns) if kind.namespaced => Api::namespaced_with(client, ns, &kind.resource),
+        _ => Api::all_with(client, &kind.resource),
+    }
+}
+
+fn as_json(object: &DynamicObject, kind: &ServedKind) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    value["apiVersion"] = json!(kind.kind.api_version);
+    value["kind"] = json!(kind.kind.kind);
+    value
+}
+
+/// The observed children owned by `parent`, as JSON with kind set.
+pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (kind, store) in &ctx.children {
+        for object in store.state() {
+            if object.metadata.namespace == parent.namespace
+                && object.labels().get(children::PARENT_UID_LABEL) == Some(&parent.uid)
+            {
+                let value = as_json(&object, kind);
+                if children::is_owned_by(&value, &parent.uid) {
+                    out.push(value);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The related objects a parent in `namespace` may see.
+pub fn related_objects(ctx: &Context, namespace: Option<&str>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (kind, store) in &ctx.related {
+        for object in store.state() {
+            if !kind.namespaced || object.metadata.namespace.as_deref() == namespace {
+                out.push(as_json(&object, kind));
+            }
+        }
+    }
+    out
+}
+
+use kube::ResourceExt;
+
+/// Applies every desired child that differs from what is observed, then
+/// deletes owned children that are no longer desired.
+pub async fn children(
+    ctx: &Context,
+    field_manager: &str,
+    plugin: &str,
+    parent: &ParentRef,
+    desired: &[Value],
+    observed: &[Value],
+) -> Result<Writes, ApplyError> {
+    let mut writes = Writes::default();
+    let params = &PatchParams::apply(field_manager).force();
+    let mut wanted = HashSet::new();
+    let mut applies = Vec::new();
+    for child in desired {
+        let kind = KindRef::of(child).expect("validated child has a kind");
+        let served = ctx
+            .children
+            .iter()
+            .map(|(served, _)| served)
+            .find(|s| s.kind == kind)
+            .ok_or_else(|| ApplyError::UnknownKind { kind: kind.clone() })?;
+        let name = child["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        wanted.insert((kind.clone(), name.clone()));
+        let prepared = children::prepare(child, parent, plugin);
+        let current = observed
+            .iter()
+            .find(|o| KindRef::of(o).as_ref() == Some(&kind) && o["metadata"]["name"] == name.as_str());
+        if let Some(current) = current
+            && children::is_up_to_date(current, &prepared)
+        {
+            writes.skipped += 1;
+            continue;
+        }
+        let api = api(ctx, served, parent.namespace.as_deref());
+        applies.push(async move {
+            if current.is_none() {
+                // Not in our cache: make sure we are not taking over an
+                // object somebody else owns.
+                if let Some(existing) = api.get_opt(&name).await.map_err(|source| ApplyError::Apply {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    source,
+                })? {
+                    let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
+                    if !children::is_owned_by(&existing, &parent.uid) {
+                        return Err(ApplyError::NotOwned {
+                            kind,
+                            name,
+                            parent: parent.kind.kind.clone(),
+                        });
+                    }
+                }
+            }
+            api.patch(&name, params, &Patch::Apply(&prepared))
+                .await
+                .map(|_| ())
+                .map_err(|source| ApplyError::Apply { kind, name, source })
+        });
+    }
+    writes.applied = applies.len() as u64;
+    for result in futures::future::join_all(applies).await {
+        result?;
+    }
+
+    for stale in observed {
+        let kind = KindRef::of(stale).expect("observed child has a kind");
+        let name = stale["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        if wanted.contains(&(kind.clone(), name.clone())) || !stale["metadata"]["deletionTimestamp"].is_null() {
+            continue;
+        }
+        let Some((served, _)) = ctx.children.iter().find(|(s, _)| s.kind == kind) else {
+            continue;
+        };
+        let uid = stale["metadata"]["uid"].as_str().map(str::to_owned);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match api(ctx, served, parent.namespace.as_deref())
+            .delete(&name, &params)
+            .await
+        {
+            Ok(_) => writes.pruned += 1,
+            // Already gone, or replaced by another object of that name.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(source) => return Err(ApplyError::Prune { kind, name, source }),
+        }
+    }
+    Ok(writes)
+}
+
+/// Applies `status` to the parent's status subresource unless the parent
+/// already shows it. Returns whether it wrote.
+pub async fn status(ctx: &Context, field_manager: &str, parent: &Value, status: Value) -> Result<bool, ApplyError> {
+    if children::contains(&parent["status"], &status) {
+        return Ok(false);
+    }
+    let name = parent["metadata"]["name"].as_str().unwrap_or_default();
+    let api = api(ctx, &ctx.parent, parent["metadata"]["namespace"].as_str());
+    let patch = json!({
+        "apiVersion": parent["apiVersion"],
+        "kind": parent["kind"],
+        "metadata": {"name": name},
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&patch))
+        .await
+        .map(|_| true)
+        .map_err(|source| ApplyError::Status { source })
+}
+
+/// Adds or removes the host's finalizer, guarded by the resourceVersion.
+pub async fn set_finalizer(ctx: &Context, parent: &Value, present: bool) -> Result<(), ApplyError> {
+    let mut finalizers: Vec<String> = parent["metadata"]["finalizers"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    finalizers.retain(|f| f != FINALIZER);
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let name = parent["metadata"]["name"].as_str().unwrap_or_default();
+    let api = api(ctx, &ctx.parent, parent["metadata"]["namespace"].as_str());
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": parent["metadata"]["resourceVersion"]}});
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
+        Err(source) => Err(ApplyError::Finalizer { source }),
+    }
+}
+
+/// Serialises the parent from the cache as JSON with its kind set.
+pub fn parent_json(ctx: &Context, parent: &DynamicObject) -> Value {
+    let _ = parent.name_any();
+    as_json(parent, &ctx.parent)
+}

@@ -1,0 +1,233 @@
+//! The controllers: one per registered parent kind, each delegating its
+//! reconciles to the kind's plugin.
+//!
+//! [`KindController::start`] resolves the kinds through discovery, starts
+//! reflectors for the owned children (selected by the plugin's label) and
+//! the related kinds, and runs a kube-runtime `Controller` whose reconcile
+//! is [`reconcile::reconcile`]. A new module for the same kinds is swapped
+//! in with [`KindController::update`]; reconciles already running finish on
+//! the module they started with.
+
+mod apply;
+mod backoff;
+pub mod children;
+mod kinds;
+mod reconcile;
+
+pub use kinds::{KindError, ServedKind, resolve};
+
+use crate::metrics::Metrics;
+use crate::runtime::{KindRef, Plugin};
+use backoff::Backoff;
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use serde_json::Value;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The finalizer the host puts on parents whose plugin asked for one.
+pub const FINALIZER: &str = "trellis.dev/finalizer";
+
+/// A plugin registered for a parent kind, with everything a reconcile needs.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The registration's name (the plugin's name, or its ReconcilerPlugin).
+    pub name: String,
+    /// Where it came from, for messages (`file msdeploy.wasm`, ...).
+    pub source: String,
+    /// The loaded module, with its limits.
+    pub plugin: Plugin,
+    /// The parent kind.
+    pub parent: KindRef,
+    /// The kinds it may emit.
+    pub children: Vec<KindRef>,
+    /// The kinds it may read.
+    pub related: Vec<KindRef>,
+    /// The config handed to every call.
+    pub config: Option<Value>,
+    /// Whether parents get a finalizer.
+    pub finalizer: bool,
+}
+
+impl Registration {
+    /// The server-side apply field manager of this plugin.
+    pub fn field_manager(&self) -> String {
+        format!("trellis/{}", self.name)
+    }
+
+    /// True when `other` needs the same watches (so a swap is enough).
+    pub fn same_kinds(&self, other: &Registration) -> bool {
+        self.name == other.name
+            && self.parent == other.parent
+            && self.children == other.children
+            && self.related == other.related
+    }
+}
+
+/// Settings shared by every controller of the host.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub reporter: Reporter,
+    /// Reconciles of one kind running at once.
+    pub concurrency: u16,
+}
+
+/// Why a controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Kind(#[from] KindError),
+    #[error("{kind} is cluster-scoped; children must be namespaced like their parent")]
+    ClusterScopedChild { kind: KindRef },
+}
+
+/// What one reconcile of a kind can use.
+pub(crate) struct Context {
+    shared: Shared,
+    registration: RwLock<Arc<Registration>>,
+    parent: ServedKind,
+    children: Vec<(ServedKind, Store<DynamicObject>)>,
+    related: Vec<(ServedKind, Store<DynamicObject>)>,
+    backoff: Backoff,
+    recorder: Recorder,
+}
+
+impl Context {
+    fn registration(&self) -> Arc<Registration> {
+        self.registration.read().expect("registration lock").clone()
+    }
+}
+
+/// A running controller for one parent kind.
+pub struct KindController {
+    context: Arc<Context>,
+    task: JoinHandle<()>,
+}
+
+impl KindController {
+    /// Resolves the kinds and starts watching and reconciling.
+    pub async fn start(shared: Shared, registration: Registration) -> Result<Self, ControllerError> {
+        let client = shared.client.clone();
+        let parent = resolve(&client, &registration.parent).await?;
+        let selector = format!("{}={}", children::PLUGIN_LABEL, registration.name);
+
+        let parent_api: Api<DynamicObject> = Api::all_with(client.clone(), &parent.resource);
+        let mut controller = Controller::new_with(parent_api, watcher::Config::default(), parent.resource.clone());
+        let parents = controller.store();
+
+        let mut child_stores = Vec::new();
+        for kind in &registration.children {
+            let served = resolve(&client, kind).await?;
+            if !served.namespaced && parent.namespaced {
+                return Err(ControllerError::ClusterScopedChild { kind: kind.clone() });
+            }
+            let (store, stream) = reflect(&client, &served, watcher::Config::default().labels(&selector));
+            controller = controller.owns_stream_with(stream, served.resource.clone());
+            child_stores.push((served, store));
+        }
+        let mut related_stores = Vec::new();
+        for kind in &registration.related {
+            let served = resolve(&client, kind).await?;
+            let (store, stream) = reflect(&client, &served, watcher::Config::default());
+            let parents = parents.clone();
+            let parent_resource = parent.resource.clone();
+            let namespaced = served.namespaced;
+            controller = controller.watches_stream_with(
+                stream,
+                move |other: DynamicObject| {
+                    let namespace = other.metadata.namespace.clone();
+                    parents
+                        .state()
+                        .into_iter()
+                        .filter(|p| !namespaced || p.metadata.namespace == namespace)
+                        .map(|p| ObjectRef::from_obj_with(&*p, parent_resource.clone()))
+                        .collect::<Vec<_>>()
+                },
+                served.resource.clone(),
+            );
+            related_stores.push((served, store));
+        }
+
+        let name = registration.name.clone();
+        let context = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), shared.reporter.clone()),
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
+            registration: RwLock::new(Arc::new(registration)),
+            parent,
+            children: child_stores,
+            related: related_stores,
+            shared,
+        });
+        let stores: Vec<Store<DynamicObject>> = context
+            .children
+            .iter()
+            .chain(&context.related)
+            .map(|(_, store)| store.clone())
+            .collect();
+        let concurrency = context.shared.concurrency;
+        let ctx = context.clone();
+        let task = tokio::spawn(async move {
+            // Reconciling before the child caches are filled would see no
+            // children: wait for every reflector's first list.
+            for store in &stores {
+                let _ = store.wait_until_ready().await;
+            }
+            tracing::info!(plugin = %name, "controller started");
+            controller
+                .with_config(controller::Config::default().concurrency(concurrency))
+                .run(reconcile::reconcile, reconcile::error_policy, ctx)
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "controller event");
+                    }
+                })
+                .await;
+        });
+        Ok(Self { context, task })
+    }
+
+    /// Swaps in a new module or config for the same kinds.
+    pub fn update(&self, registration: Registration) {
+        *self.context.registration.write().expect("registration lock") = Arc::new(registration);
+    }
+
+    /// The registration in force.
+    pub fn registration(&self) -> Arc<Registration> {
+        self.context.registration()
+    }
+
+    /// Stops watching and reconciling.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for KindController {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A reflector of `kind`: a cache to read and a stream that keeps it filled
+/// (and triggers the controller).
+fn reflect(
+    client: &Client,
+    kind: &ServedKind,
+    config: watcher::Config,
+) -> (
+    Store<DynamicObject>,
+    impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
+) {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+    let writer = reflector::store::Writer::new(kind.resource.clone());
+    let reader = writer.as_reader();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff()).applied_objects();
+    (reader, stream)
+}

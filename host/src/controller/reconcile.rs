@@ -1,0 +1,256 @@
+//! One reconcile of one parent, as in DESIGN.md "Data flow": read the
+//! parent, its children and related objects; call the plugin; check the
+//! response; apply, prune, write status and events; requeue as asked.
+
+use super::apply::{self, ApplyError};
+use super::children::ParentRef;
+use super::{Context, FINALIZER, Registration};
+use crate::runtime::{Desired, PluginFailure, ReconcileRequest, RuntimeError};
+use crate::status;
+use kube::api::DynamicObject;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Requeue while a plugin has not finished finalizing and named no time.
+const FINALIZE_POLL: Duration = Duration::from_secs(5);
+
+/// Why a reconcile failed; the controller retries with per-object backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Plugin(#[from] RuntimeError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("the plugin task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("the parent has no name or uid")]
+    NoIdentity,
+}
+
+impl ReconcileError {
+    /// The reason shown on the parent's `Ready` condition and in metrics.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Plugin(e) => e.cause().to_owned(),
+            Self::Apply(e) => e.reason(),
+            Self::Join(_) => "PluginTaskFailed".to_owned(),
+            Self::NoIdentity => "NoIdentity".to_owned(),
+        }
+    }
+}
+
+fn key(parent: &ParentRef) -> String {
+    match &parent.namespace {
+        Some(ns) => format!("{ns}/{}", parent.name),
+        None => parent.name.clone(),
+    }
+}
+
+/// The reconcile function handed to kube-runtime's `Controller`.
+pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let registration = ctx.registration();
+    let _in_flight = ctx.shared.metrics.reconcile_started(&registration.name);
+    let parent = apply::parent_json(&ctx, &object);
+    let parent_ref = ParentRef::of(&parent).ok_or(ReconcileError::NoIdentity)?;
+    let key = key(&parent_ref);
+    let outcome = run(&ctx, &registration, &parent, &parent_ref).await;
+    match outcome {
+        Ok(action) => {
+            ctx.backoff.succeeded(&key);
+            Ok(action)
+        }
+        Err(error) => {
+            let reason = error.reason();
+            ctx.shared.metrics.reconcile_failed(&registration.name, &reason);
+            tracing::warn!(plugin = %registration.name, object = %key, reason = %reason, error = %error, "reconcile failed");
+            report_failure(&ctx, &registration, &parent, &object, &reason, &error.to_string()).await;
+            // A spec error waits for the user to edit the parent.
+            if matches!(
+                &error,
+                ReconcileError::Plugin(RuntimeError::Reported {
+                    failure: PluginFailure::InvalidSpec(_),
+                    ..
+                })
+            ) {
+                ctx.backoff.succeeded(&key);
+                return Ok(Action::await_change());
+            }
+            Err(error)
+        }
+    }
+}
+
+/// How long to wait after a failure: exponential per object, the longest
+/// for failures of the plugin itself that retrying will not mend soon.
+pub fn error_policy(object: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = match &object.metadata.namespace {
+        Some(ns) => format!("{ns}/{}", object.metadata.name.clone().unwrap_or_default()),
+        None => object.metadata.name.clone().unwrap_or_default(),
+    };
+    let delay = match error {
+        ReconcileError::Plugin(RuntimeError::Reported {
+            failure: PluginFailure::Fatal(_),
+            ..
+        }) => ctx.backoff.longest(&key),
+        _ => ctx.backoff.failed(&key),
+    };
+    Action::requeue(delay)
+}
+
+async fn run(
+    ctx: &Context,
+    registration: &Registration,
+    parent: &Value,
+    parent_ref: &ParentRef,
+) -> Result<Action, ReconcileError> {
+    let has_finalizer = parent["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER));
+    if !parent["metadata"]["deletionTimestamp"].is_null() {
+        return finalize(ctx, registration, parent, parent_ref, has_finalizer).await;
+    }
+    if registration.finalizer && !has_finalizer {
+        apply::set_finalizer(ctx, parent, true).await?;
+    } else if !registration.finalizer && has_finalizer {
+        apply::set_finalizer(ctx, parent, false).await?;
+    }
+
+    let observed = apply::observed_children(ctx, parent_ref);
+    let desired = call_plugin(ctx, registration, parent, observed.clone(), false).await?;
+
+    let started = Instant::now();
+    let manager = registration.field_manager();
+    let writes = apply::children(
+        ctx,
+        &manager,
+        &registration.name,
+        parent_ref,
+        &desired.children,
+        &observed,
+    )
+    .await?;
+    let status = status::desired_status(parent, &desired, &status::now());
+    let wrote_status = apply::status(ctx, &manager, parent, status).await?;
+    let metrics = &ctx.shared.metrics;
+    metrics.applied(&registration.name, started.elapsed());
+    metrics.wrote(&registration.name, "applied", writes.applied);
+    metrics.wrote(&registration.name, "skipped", writes.skipped);
+    metrics.wrote(&registration.name, "pruned", writes.pruned);
+    metrics.wrote(&registration.name, "status", u64::from(wrote_status));
+    tracing::debug!(plugin = %registration.name, object = %key(parent_ref), applied = writes.applied, skipped = writes.skipped, pruned = writes.pruned, status = wrote_status, "reconciled");
+
+    publish_events(ctx, &desired, parent).await;
+    Ok(desired.requeue_after.map_or_else(Action::await_change, Action::requeue))
+}
+
+async fn finalize(
+    ctx: &Context,
+    registration: &Registration,
+    parent: &Value,
+    parent_ref: &ParentRef,
+    has_finalizer: bool,
+) -> Result<Action, ReconcileError> {
+    if !has_finalizer {
+        return Ok(Action::await_change());
+    }
+    if !registration.finalizer {
+        apply::set_finalizer(ctx, parent, false).await?;
+        return Ok(Action::await_change());
+    }
+    let observed = apply::observed_children(ctx, parent_ref);
+    let desired = call_plugin(ctx, registration, parent, observed, true).await?;
+    publish_events(ctx, &desired, parent).await;
+    if desired.finalized {
+        apply::set_finalizer(ctx, parent, false).await?;
+        return Ok(Action::await_change());
+    }
+    let status = status::desired_status(parent, &desired, &status::now());
+    apply::status(ctx, &registration.field_manager(), parent, status).await?;
+    Ok(Action::requeue(desired.requeue_after.unwrap_or(FINALIZE_POLL)))
+}
+
+/// Calls the plugin on a blocking thread and records its latency.
+async fn call_plugin(
+    ctx: &Context,
+    registration: &Registration,
+    parent: &Value,
+    children: Vec<Value>,
+    finalizing: bool,
+) -> Result<Desired, ReconcileError> {
+    let namespace = parent["metadata"]["namespace"].as_str();
+    let request = ReconcileRequest {
+        parent: parent.clone(),
+        children,
+        related: apply::related_objects(ctx, namespace),
+        config: registration.config.clone(),
+        finalizing,
+    };
+    let plugin = registration.plugin.clone();
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || plugin.reconcile(&request)).await?;
+    ctx.shared.metrics.plugin_called(&registration.name, started.elapsed());
+    Ok(result?)
+}
+
+async fn publish_events(ctx: &Context, desired: &Desired, parent: &Value) {
+    for event in &desired.events {
+        let event = Event {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.clone(),
+            note: Some(event.message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish(ctx, event, parent).await;
+    }
+}
+
+async fn publish(ctx: &Context, event: Event, parent: &Value) {
+    let reference = object_reference(parent);
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(error = %e, "could not record an event");
+    }
+}
+
+fn object_reference(parent: &Value) -> k8s_openapi::api::core::v1::ObjectReference {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: text(&parent["apiVersion"]),
+        kind: text(&parent["kind"]),
+        name: text(&parent["metadata"]["name"]),
+        namespace: text(&parent["metadata"]["namespace"]),
+        uid: text(&parent["metadata"]["uid"]),
+        resource_version: text(&parent["metadata"]["resourceVersion"]),
+        ..Default::default()
+    }
+}
+
+/// `Ready=False` with the reason on the parent, and a Warning event.
+async fn report_failure(
+    ctx: &Context,
+    registration: &Registration,
+    parent: &Value,
+    _object: &DynamicObject,
+    reason: &str,
+    message: &str,
+) {
+    let status = status::failed_status(parent, reason, message, &status::now());
+    if let Err(e) = apply::status(ctx, &registration.field_manager(), parent, status).await {
+        tracing::debug!(error = %e, "could not write the failure status");
+    }
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_owned(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    publish(ctx, event, parent).await;
+}

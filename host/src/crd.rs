@@ -1,0 +1,139 @@
+//! The `ReconcilerPlugin` custom resource (`trellis.dev/v1alpha1`,
+//! cluster-scoped): a platform admin's registration of a plugin. The CRD in
+//! `deploy/crds/` is generated from these types (`trellis crd`).
+
+use crate::runtime::{KindRef, Limits};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Registers a reconciler plugin for a parent kind.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "trellis.dev",
+    version = "v1alpha1",
+    kind = "ReconcilerPlugin",
+    plural = "reconcilerplugins",
+    shortname = "rp",
+    status = "ReconcilerPluginStatus",
+    printcolumn = r#"{"name":"Parent","type":"string","jsonPath":".spec.parent.kind"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".status.digest"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcilerPluginSpec {
+    /// The kind the plugin reconciles. Defaults to what the module's `info`
+    /// says; when given, it must agree with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<KindRef>,
+    /// Kinds the plugin may emit. Defaults to the module's `info`; when
+    /// given, it narrows it (a kind `info` does not list is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<KindRef>>,
+    /// Kinds the plugin may read. Defaults to the module's `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related: Option<Vec<KindRef>>,
+    /// Where the module comes from.
+    pub module: ModuleSource,
+    /// Free-form JSON handed to the plugin as `config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub config: Option<serde_json::Value>,
+    /// Limits of each plugin call.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+/// Where a module's bytes come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleSource {
+    /// A file name in the host's plugins folder, e.g. `msdeploy.wasm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The module's sha256 (hex); a module with another digest is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+/// Limits of one plugin call; unset fields take the host's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginLimits {
+    /// Deadline of one call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub timeout_ms: Option<u64>,
+    /// Memory of one instance, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub memory_mib: Option<usize>,
+    /// Largest response, in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_output_kib: Option<usize>,
+}
+
+impl PluginLimits {
+    /// These limits over `defaults`.
+    pub fn over(&self, defaults: Limits) -> Limits {
+        Limits {
+            timeout: self.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
+            memory_bytes: self.memory_mib.map_or(defaults.memory_bytes, |m| m << 20),
+            response_bytes: self.max_output_kib.map_or(defaults.response_bytes, |k| k << 10),
+        }
+    }
+}
+
+/// What the host observed of a registration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcilerPluginStatus {
+    /// `Ready`: the module loaded and its controller runs.
+    #[serde(default)]
+    pub conditions: Vec<RegistrationCondition>,
+    /// The sha256 of the module that serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The plugin's name and version from its `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A condition on a registration (Kubernetes API conventions).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationCondition {
+    /// `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When the status last changed.
+    pub last_transition_time: String,
+    /// The generation the condition describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// The CRD YAML of `ReconcilerPlugin`, as committed in `deploy/crds/`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = ReconcilerPlugin::crd();
+    serde_yaml::to_string(&crd).expect("the CRD serialises")
+}

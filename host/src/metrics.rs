@@ -1,0 +1,166 @@
+//! Prometheus metrics of the host, per plugin: reconciles, errors by
+//! cause, plugin call and apply latency, writes and reconciles in flight.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    plugin: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    plugin: String,
+    /// `applied`, `skipped` (unchanged), `pruned` or `status`.
+    write: String,
+}
+
+fn latency() -> Family<PluginLabel, Histogram> {
+    Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.5, 14)))
+}
+
+/// The host's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconciles: Family<PluginLabel, Counter>,
+    errors: Family<CauseLabels, Counter>,
+    plugin_call: Family<PluginLabel, Histogram>,
+    apply: Family<PluginLabel, Histogram>,
+    writes: Family<WriteLabels, Counter>,
+    in_flight: Family<PluginLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("trellis");
+        let (reconciles, errors, writes, in_flight) = (
+            Family::default(),
+            Family::default(),
+            Family::default(),
+            Family::default(),
+        );
+        let (plugin_call, apply) = (latency(), latency());
+        registry.register("reconciles", "Reconciles run, per plugin", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, per plugin and cause",
+            errors.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Time of one plugin call (instance + call + checks)",
+            plugin_call.clone(),
+        );
+        registry.register(
+            "apply_seconds",
+            "Time to write one reconcile's children and status",
+            apply.clone(),
+        );
+        registry.register(
+            "writes",
+            "Child and status writes, and the ones skipped as unchanged",
+            writes.clone(),
+        );
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now, per plugin",
+            in_flight.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            plugin_call,
+            apply,
+            writes,
+            in_flight,
+        }
+    }
+
+    fn plugin(plugin: &str) -> PluginLabel {
+        PluginLabel {
+            plugin: plugin.to_owned(),
+        }
+    }
+
+    /// A reconcile started; the guard marks its end.
+    pub fn reconcile_started(&self, plugin: &str) -> InFlight {
+        self.reconciles.get_or_create(&Self::plugin(plugin)).inc();
+        let gauge = self.in_flight.get_or_create(&Self::plugin(plugin)).clone();
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    /// A reconcile failed with `cause`.
+    pub fn reconcile_failed(&self, plugin: &str, cause: &str) {
+        self.errors
+            .get_or_create(&CauseLabels {
+                plugin: plugin.to_owned(),
+                cause: cause.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One plugin call took `took`.
+    pub fn plugin_called(&self, plugin: &str, took: Duration) {
+        self.plugin_call
+            .get_or_create(&Self::plugin(plugin))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Writing one reconcile's results took `took`.
+    pub fn applied(&self, plugin: &str, took: Duration) {
+        self.apply
+            .get_or_create(&Self::plugin(plugin))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts `n` writes (or skips) of one sort.
+    pub fn wrote(&self, plugin: &str, write: &str, n: u64) {
+        if n > 0 {
+            self.writes
+                .get_or_create(&WriteLabels {
+                    plugin: plugin.to_owned(),
+                    write: write.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

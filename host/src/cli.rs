@@ -20,6 +20,41 @@ pub enum Command {
     /// Run a plugin offline on YAML files and print the desired children and
     /// status as a YAML stream.
     Render(RenderArgs),
+    /// Run the operator host against the cluster of KUBECONFIG (or the pod's).
+    Run(RunArgs),
+    /// Print the CRD of ReconcilerPlugin (the file in deploy/crds/).
+    Crd,
+}
+
+/// Arguments of `trellis run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Folder of drop-in plugin modules (`*.wasm`).
+    #[arg(long, env = "TRELLIS_PLUGINS_DIR", default_value = "plugins")]
+    pub plugins_dir: PathBuf,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TRELLIS_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Reconciles of one kind running at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: u16,
+    /// How often the plugins folder is read, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub poll_ms: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+impl From<RunArgs> for crate::run::RunOptions {
+    fn from(a: RunArgs) -> Self {
+        Self {
+            plugins_dir: a.plugins_dir,
+            metrics_addr: a.metrics_addr,
+            concurrency: a.concurrency,
+            limits: a.limits.into(),
+            poll: Duration::from_millis(a.poll_ms),
+        }
+    }
 }
 
 /// Arguments of `trellis render`.

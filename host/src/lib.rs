@@ -10,8 +10,11 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod metrics;
+pub mod registry;
 pub mod render;
+pub mod run;
 pub mod runtime;
+pub mod server;
 pub mod status;
 #[doc(hidden)]
 pub mod testing;

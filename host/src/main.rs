@@ -6,12 +6,30 @@ use trellis::cli::{Cli, Command, run_render};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Command::Render(args) => run_render(args),
+    let filter =
+        |default: &str| tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| default.into());
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Render(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter("warn"))
+                .with_writer(std::io::stderr)
+                .init();
+            run_render(args).map_err(Into::into)
+        }
+        Command::Crd => {
+            print!("{}", trellis::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter("info"))
+                .with_writer(std::io::stderr)
+                .init();
+            tokio::runtime::Runtime::new()
+                .map_err(Into::into)
+                .and_then(|rt| rt.block_on(trellis::run::run(args.into())).map_err(Into::into))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

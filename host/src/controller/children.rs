@@ -162,7 +162,10 @@ mod tests {
             &parent(),
             "x",
         );
-        assert!(contains(&before["data"], &after["data"]), "the old object still holds every desired field");
+        assert!(
+            contains(&before["data"], &after["data"]),
+            "the old object still holds every desired field"
+        );
         assert!(!is_up_to_date(&before, &after));
     }
 }

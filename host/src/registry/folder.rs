@@ -1,0 +1,109 @@
+//! The plugins folder: every `*.wasm` in it is a plugin. The folder is
+//! polled, so adding, replacing or removing a file takes effect while the
+//! host runs (polling also sees ConfigMap volumes' symlink swaps).
+
+use crate::runtime::{Limits, Plugin, Runtime, RuntimeError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// The loaded state of the plugins folder.
+pub struct PluginFolder {
+    dir: PathBuf,
+    files: BTreeMap<String, (Stamp, Result<Plugin, String>)>,
+}
+
+impl PluginFolder {
+    /// A folder not read yet.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the folder again, loading new and changed modules. Returns
+    /// whether anything changed.
+    pub async fn refresh(&mut self, runtime: &Runtime, limits: Limits) -> bool {
+        let mut seen = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                    continue;
+                };
+                if !name.ends_with(".wasm") || name.starts_with('.') {
+                    continue;
+                }
+                // Follow symlinks (ConfigMap volumes are made of them).
+                let Ok(meta) = std::fs::metadata(&path) else { continue };
+                seen.insert(
+                    name,
+                    (
+                        path,
+                        Stamp {
+                            len: meta.len(),
+                            modified: meta.modified().ok(),
+                        },
+                    ),
+                );
+            }
+        }
+        let mut changed = false;
+        let before = self.files.len();
+        self.files.retain(|name, _| seen.contains_key(name));
+        if self.files.len() != before {
+            changed = true;
+        }
+        for (name, (path, stamp)) in seen {
+            if self.files.get(&name).is_some_and(|(known, _)| *known == stamp) {
+                continue;
+            }
+            let loaded = load(runtime, &path, &name, limits).await;
+            match &loaded {
+                Ok(plugin) => {
+                    tracing::info!(file = %name, plugin = %plugin.info().name, digest = %plugin.digest(), "plugin loaded")
+                }
+                Err(e) => tracing::warn!(file = %name, error = %e, "plugin refused"),
+            }
+            self.files.insert(name, (stamp, loaded));
+            changed = true;
+        }
+        changed
+    }
+
+    /// The modules that loaded, by file name.
+    pub fn plugins(&self) -> impl Iterator<Item = (&str, &Plugin)> {
+        self.files
+            .iter()
+            .filter_map(|(name, (_, loaded))| loaded.as_ref().ok().map(|p| (name.as_str(), p)))
+    }
+
+    /// The module in `file`, or why it is not there.
+    pub fn get(&self, file: &str) -> Result<&Plugin, String> {
+        match self.files.get(file) {
+            Some((_, Ok(plugin))) => Ok(plugin),
+            Some((_, Err(reason))) => Err(reason.clone()),
+            None => Err(format!("no file {file} in the plugins folder {}", self.dir.display())),
+        }
+    }
+}
+
+async fn load(runtime: &Runtime, path: &Path, name: &str, limits: Limits) -> Result<Plugin, String> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let runtime = runtime.clone();
+    let module = name.to_owned();
+    tokio::task::spawn_blocking(move || runtime.load(&module, &bytes, limits))
+        .await
+        .map_err(|e| format!("loading {name}: {e}"))?
+        .map_err(|e: RuntimeError| e.to_string())
+}

@@ -11,7 +11,7 @@ PLUGINS := trellis-plugin-msdeploy trellis-test-hostile
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= ../shared/samples
 
-.PHONY: all build plugins toolchain envtest test unit-test render bench fmt lint clean
+.PHONY: all build plugins toolchain envtest up down test unit-test render bench fmt lint clean
 
 all: build plugins
 
@@ -27,9 +27,17 @@ build:
 plugins: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
 
-## envtest: etcd, kube-apiserver and kube-controller-manager built from source (cached)
+## envtest: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+## built from Go source through the module proxy (cached in ~/.cache/trellis)
 envtest:
-	@if [ -x tests/control-plane ]; then tests/control-plane build; else echo "tests/control-plane not present yet: end-to-end tests skipped"; fi
+	tests/control-plane build --with-kwok
+
+## up / down: a local control plane in the background (prints `export KUBECONFIG=...`)
+up: envtest
+	@tests/control-plane up
+
+down:
+	@tests/control-plane down
 
 ## unit-test: tests that need no control plane
 unit-test: plugins

@@ -38,23 +38,59 @@ pub struct RunArgs {
     /// Reconciles of one kind running at once.
     #[arg(long, default_value_t = 32)]
     pub concurrency: u16,
-    /// How often the plugins folder is read, in milliseconds.
+    /// How often the plugins folder and the registrations are read, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub poll_ms: u64,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "TRELLIS_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Reconcile only while holding a Lease, so replicas take over from each other.
+    #[arg(long, env = "TRELLIS_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "trellis-system")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "trellis-leader")]
+    pub lease_name: String,
+    /// Seconds a leader Lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// This replica's name (the pod's name), for the Lease and events.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
 
 impl From<RunArgs> for crate::run::RunOptions {
     fn from(a: RunArgs) -> Self {
+        let identity = a.identity.clone().unwrap_or_else(default_identity);
+        let leader = a.leader_elect.then(|| crate::leader::LeaderOptions {
+            namespace: a.lease_namespace.clone(),
+            name: a.lease_name.clone(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(a.lease_seconds.max(3)),
+        });
         Self {
-            plugins_dir: a.plugins_dir,
+            host: crate::host::HostOptions {
+                plugins_dir: a.plugins_dir,
+                concurrency: a.concurrency,
+                limits: a.limits.into(),
+                poll: Duration::from_millis(a.poll_ms),
+                namespace: a.watch_namespace,
+                leader,
+                instance: Some(identity),
+            },
             metrics_addr: a.metrics_addr,
-            concurrency: a.concurrency,
-            limits: a.limits.into(),
-            poll: Duration::from_millis(a.poll_ms),
         }
     }
+}
+
+/// `HOSTNAME-PID` when no pod name is given.
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "trellis".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Arguments of `trellis render`.

@@ -4,11 +4,16 @@
 //! - [`runtime`]: loads plugins and runs each call in a fresh sandbox.
 //! - [`render`]: runs a plugin offline on files (`trellis render`).
 //! - [`status`]: the status the host writes on parents.
+//! - [`host`]: the main loop of `trellis run` (registry, controllers, leader election).
+//! - [`controller`]: one controller per registered parent kind.
+//! - [`registry`]: which plugin serves which kind (plugins folder, `ReconcilerPlugin`s).
 //! - [`cli`]: the command line.
 
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod host;
+pub mod leader;
 pub mod metrics;
 pub mod registry;
 pub mod render;

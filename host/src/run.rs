@@ -1,29 +1,19 @@
 //! `trellis run`: connects to the cluster, serves metrics and health, and
-//! keeps the registry's controllers running until SIGTERM or Ctrl-C.
+//! runs the host until SIGTERM or Ctrl-C.
 
-use crate::controller::Shared;
+use crate::host::{HostOptions, run_host};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::RuntimeError;
 use crate::server::{self, Readiness};
-use kube::runtime::events::Reporter;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 /// Settings of `trellis run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Folder of drop-in `.wasm` plugins.
-    pub plugins_dir: PathBuf,
+    /// What the host serves.
+    pub host: HostOptions,
     /// Address of /metrics, /healthz, /readyz.
     pub metrics_addr: SocketAddr,
-    /// Reconciles of one kind at once.
-    pub concurrency: u16,
-    /// Default limits of plugin calls.
-    pub limits: Limits,
-    /// How often the plugins folder is read.
-    pub poll: Duration,
 }
 
 /// Why the host could not run.
@@ -40,50 +30,25 @@ pub enum RunError {
 /// Runs the host until a shutdown signal.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let client = kube::Client::try_default().await?;
-    let runtime = Runtime::new(RuntimeConfig {
-        max_instances: u32::from(options.concurrency).saturating_mul(4).max(16),
-        ..RuntimeConfig::default()
-    })?;
     let metrics = Metrics::new();
     let ready = Readiness::default();
-    let shutdown = tokio_util_shutdown();
-
+    let shutdown = shutdown_signal();
+    let addr = options.metrics_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Serve { addr, source })?;
     let server = {
-        let (metrics, ready, addr) = (metrics.clone(), ready.clone(), options.metrics_addr);
+        let (metrics, ready) = (metrics.clone(), ready.clone());
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            server::serve(addr, metrics, ready, async move {
+            server::serve(listener, metrics, ready, async move {
                 let _ = stop.changed().await;
             })
             .await
             .map_err(|source| RunError::Serve { addr, source })
         })
     };
-
-    let shared = Shared {
-        client,
-        metrics,
-        reporter: Reporter {
-            controller: "trellis".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-        concurrency: options.concurrency,
-    };
-    let mut registry = Registry::new(runtime, shared, &options.plugins_dir, options.limits);
-    tracing::info!(plugins_dir = %options.plugins_dir.display(), "trellis host starting");
-    let mut tick = tokio::time::interval(options.poll);
-    let mut stop = shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                registry.sync().await;
-                ready.set_ready();
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    tracing::info!("shutting down");
-    drop(registry);
+    run_host(client, options.host, metrics, ready, shutdown).await?;
     match server.await {
         Ok(result) => result,
         Err(_) => Ok(()),
@@ -91,7 +56,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 }
 
 /// A watch channel that flips on SIGTERM or Ctrl-C.
-fn tokio_util_shutdown() -> tokio::sync::watch::Receiver<bool> {
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();

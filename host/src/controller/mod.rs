@@ -77,6 +77,18 @@ pub struct Shared {
     pub reporter: Reporter,
     /// Reconciles of one kind running at once.
     pub concurrency: u16,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+}
+
+impl Shared {
+    /// An API for `kind` in the watched namespace (or cluster-wide).
+    fn watch_api(&self, kind: &ServedKind) -> Api<DynamicObject> {
+        match &self.namespace {
+            Some(ns) if kind.namespaced => Api::namespaced_with(self.client.clone(), ns, &kind.resource),
+            _ => Api::all_with(self.client.clone(), &kind.resource),
+        }
+    }
 }
 
 /// Why a controller could not start.
@@ -103,6 +115,15 @@ impl Context {
     fn registration(&self) -> Arc<Registration> {
         self.registration.read().expect("registration lock").clone()
     }
+
+    /// Waits until every child and related cache has had its first list:
+    /// reconciling before would see no children. (The caches fill while
+    /// the controller runs, so this cannot be awaited before it starts.)
+    async fn caches_ready(&self) {
+        for (_, store) in self.children.iter().chain(&self.related) {
+            let _ = store.wait_until_ready().await;
+        }
+    }
 }
 
 /// A running controller for one parent kind.
@@ -118,7 +139,7 @@ impl KindController {
         let parent = resolve(&client, &registration.parent).await?;
         let selector = format!("{}={}", children::PLUGIN_LABEL, registration.name);
 
-        let parent_api: Api<DynamicObject> = Api::all_with(client.clone(), &parent.resource);
+        let parent_api = shared.watch_api(&parent);
         let mut controller = Controller::new_with(parent_api, watcher::Config::default(), parent.resource.clone());
         let parents = controller.store();
 
@@ -128,14 +149,14 @@ impl KindController {
             if !served.namespaced && parent.namespaced {
                 return Err(ControllerError::ClusterScopedChild { kind: kind.clone() });
             }
-            let (store, stream) = reflect(&client, &served, watcher::Config::default().labels(&selector));
+            let (store, stream) = reflect(&shared, &served, watcher::Config::default().labels(&selector));
             controller = controller.owns_stream_with(stream, served.resource.clone());
             child_stores.push((served, store));
         }
         let mut related_stores = Vec::new();
         for kind in &registration.related {
             let served = resolve(&client, kind).await?;
-            let (store, stream) = reflect(&client, &served, watcher::Config::default());
+            let (store, stream) = reflect(&shared, &served, watcher::Config::default());
             let parents = parents.clone();
             let parent_resource = parent.resource.clone();
             let namespaced = served.namespaced;
@@ -165,20 +186,9 @@ impl KindController {
             related: related_stores,
             shared,
         });
-        let stores: Vec<Store<DynamicObject>> = context
-            .children
-            .iter()
-            .chain(&context.related)
-            .map(|(_, store)| store.clone())
-            .collect();
         let concurrency = context.shared.concurrency;
         let ctx = context.clone();
         let task = tokio::spawn(async move {
-            // Reconciling before the child caches are filled would see no
-            // children: wait for every reflector's first list.
-            for store in &stores {
-                let _ = store.wait_until_ready().await;
-            }
             tracing::info!(plugin = %name, "controller started");
             controller
                 .with_config(controller::Config::default().concurrency(concurrency))
@@ -218,14 +228,14 @@ impl Drop for KindController {
 /// A reflector of `kind`: a cache to read and a stream that keeps it filled
 /// (and triggers the controller).
 fn reflect(
-    client: &Client,
+    shared: &Shared,
     kind: &ServedKind,
     config: watcher::Config,
 ) -> (
     Store<DynamicObject>,
     impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+    let api = shared.watch_api(kind);
     let writer = reflector::store::Writer::new(kind.resource.clone());
     let reader = writer.as_reader();
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff()).applied_objects();

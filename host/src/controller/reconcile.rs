@@ -51,6 +51,7 @@ fn key(parent: &ParentRef) -> String {
 
 /// The reconcile function handed to kube-runtime's `Controller`.
 pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    ctx.caches_ready().await;
     let registration = ctx.registration();
     let _in_flight = ctx.shared.metrics.reconcile_started(&registration.name);
     let parent = apply::parent_json(&ctx, &object);

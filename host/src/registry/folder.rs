@@ -86,6 +86,11 @@ impl PluginFolder {
             .filter_map(|(name, (_, loaded))| loaded.as_ref().ok().map(|p| (name.as_str(), p)))
     }
 
+    /// Whether `file` is in the folder (loaded or refused).
+    pub fn contains(&self, file: &str) -> bool {
+        self.files.contains_key(file)
+    }
+
     /// The module in `file`, or why it is not there.
     pub fn get(&self, file: &str) -> Result<&Plugin, String> {
         match self.files.get(file) {

@@ -1,14 +1,27 @@
-//! The registry: which plugin serves which parent kind, from the plugins
-//! folder (each module registers itself from its `info`), and keeping one
-//! running controller per registration in step with it.
+//! The registry: which plugin serves which parent kind, and one running
+//! controller per registration kept in step with it.
+//!
+//! Registrations come from two places, read again on every [`Registry::sync`]:
+//! - `ReconcilerPlugin` objects, each naming a module file of the plugins
+//!   folder (and overriding kinds, config and limits; see [`declared`]);
+//! - every other `*.wasm` of the folder, registered from its own `info`.
+//!
+//! A parent kind has one registration: `ReconcilerPlugin`s first (by name),
+//! then files (by name); a later claim is refused and reported.
 
+pub mod declared;
 mod folder;
+mod report;
 
 pub use folder::PluginFolder;
 
 use crate::controller::{KindController, Registration, Shared};
+use crate::crd::ReconcilerPlugin;
 use crate::runtime::{KindRef, Limits, Runtime};
-use std::collections::BTreeMap;
+use declared::Refusal;
+use kube::Api;
+use report::Readiness;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The registrations in force and their controllers.
@@ -17,18 +30,29 @@ pub struct Registry {
     shared: Shared,
     limits: Limits,
     folder: PluginFolder,
+    declarations: Api<ReconcilerPlugin>,
+    /// The last list of `ReconcilerPlugin`s read (kept when a read fails).
+    declared: Vec<ReconcilerPlugin>,
+    /// Whether the `ReconcilerPlugin` CRD is missing (reported once).
+    crd_missing: bool,
     running: BTreeMap<KindRef, KindController>,
+    /// Why a registration's controller did not start, by registration name.
+    start_errors: BTreeMap<String, String>,
 }
 
 impl Registry {
     /// An empty registry over the plugins folder `dir`.
     pub fn new(runtime: Runtime, shared: Shared, dir: &Path, limits: Limits) -> Self {
         Self {
+            declarations: Api::all(shared.client.clone()),
             runtime,
             shared,
             limits,
             folder: PluginFolder::new(dir),
+            declared: Vec::new(),
+            crd_missing: false,
             running: BTreeMap::new(),
+            start_errors: BTreeMap::new(),
         }
     }
 
@@ -37,56 +61,70 @@ impl Registry {
         self.running.keys().cloned().collect()
     }
 
-    /// Re-reads the folder and brings the controllers in line: new kinds
-    /// start, changed modules are swapped in, removed ones stop. Kinds the
-    /// API does not serve yet are retried on the next call.
+    /// Re-reads the folder and the `ReconcilerPlugin`s and brings the
+    /// controllers in line: new kinds start, changed modules are swapped in,
+    /// removed ones stop. Kinds the API does not serve yet are retried on
+    /// the next call. Then reports each `ReconcilerPlugin`'s state.
     pub async fn sync(&mut self) {
         self.folder.refresh(&self.runtime, self.limits).await;
-        let wanted = self.desired();
-        let gone: Vec<KindRef> = self
-            .running
-            .keys()
-            .filter(|k| !wanted.contains_key(*k))
-            .cloned()
-            .collect();
-        for kind in gone {
-            if let Some(controller) = self.running.remove(&kind) {
-                tracing::info!(kind = %kind, plugin = %controller.registration().name, "plugin removed; controller stopped");
-                controller.stop();
+        self.read_declarations().await;
+        let (wanted, refused) = self.desired();
+        self.reconcile_controllers(wanted).await;
+        self.report(refused).await;
+    }
+
+    async fn read_declarations(&mut self) {
+        match self.declarations.list(&Default::default()).await {
+            Ok(list) => {
+                self.crd_missing = false;
+                self.declared = list.items;
+                self.declared.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             }
-        }
-        for (kind, registration) in wanted {
-            match self.running.get(&kind) {
-                Some(running) if running.registration().same_kinds(&registration) => {
-                    if running.registration().plugin.digest() != registration.plugin.digest() {
-                        tracing::info!(kind = %kind, plugin = %registration.name, digest = %registration.plugin.digest(), "new module swapped in");
-                        running.update(registration);
-                    }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                if !self.crd_missing {
+                    tracing::info!("the ReconcilerPlugin CRD is not installed: serving the plugins folder only");
                 }
-                _ => {
-                    if let Some(old) = self.running.remove(&kind) {
-                        old.stop();
-                    }
-                    let name = registration.name.clone();
-                    match KindController::start(self.shared.clone(), registration).await {
-                        Ok(controller) => {
-                            self.running.insert(kind, controller);
-                        }
-                        Err(e) => tracing::warn!(plugin = %name, error = %e, "controller not started; retrying"),
-                    }
-                }
+                self.crd_missing = true;
+                self.declared.clear();
             }
+            Err(e) => tracing::warn!(error = %e, "cannot list ReconcilerPlugins; keeping the last known"),
         }
     }
 
-    /// One registration per parent kind; when two modules claim the same
-    /// kind, the first file name wins and the other is reported.
-    fn desired(&self) -> BTreeMap<KindRef, Registration> {
+    /// One registration per parent kind, and the refused declarations.
+    fn desired(&self) -> (BTreeMap<KindRef, Registration>, BTreeMap<String, Refusal>) {
         let mut wanted: BTreeMap<KindRef, Registration> = BTreeMap::new();
+        let mut refused = BTreeMap::new();
+        let claimed: BTreeSet<&str> = self.declared.iter().filter_map(declared::module_file).collect();
+        for object in &self.declared {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            match declared::resolve(object, &self.folder, self.limits) {
+                Ok(registration) => {
+                    if let Some(taken) = wanted.get(&registration.parent) {
+                        let message = format!("{} is already served by {}", registration.parent, taken.source);
+                        refused.insert(
+                            name,
+                            Refusal {
+                                reason: "ParentKindTaken",
+                                message,
+                            },
+                        );
+                    } else {
+                        wanted.insert(registration.parent.clone(), registration);
+                    }
+                }
+                Err(refusal) => {
+                    refused.insert(name, refusal);
+                }
+            }
+        }
         for (file, plugin) in self.folder.plugins() {
+            if claimed.contains(file) {
+                continue;
+            }
             let info = plugin.info();
             if let Some(taken) = wanted.get(&info.parent) {
-                tracing::warn!(file = %file, kind = %info.parent, by = %taken.source, "parent kind already registered; module ignored");
+                tracing::debug!(file = %file, kind = %info.parent, by = %taken.source, "parent kind already registered; module ignored");
                 continue;
             }
             wanted.insert(
@@ -103,6 +141,88 @@ impl Registry {
                 },
             );
         }
-        wanted
+        (wanted, refused)
+    }
+
+    async fn reconcile_controllers(&mut self, wanted: BTreeMap<KindRef, Registration>) {
+        let gone: Vec<KindRef> = self
+            .running
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for kind in gone {
+            if let Some(controller) = self.running.remove(&kind) {
+                tracing::info!(kind = %kind, plugin = %controller.registration().name, "registration removed; controller stopped");
+                controller.stop();
+            }
+        }
+        self.start_errors.clear();
+        for (kind, registration) in wanted {
+            match self.running.get(&kind) {
+                Some(running) if running.registration().same_kinds(&registration) => {
+                    let current = running.registration();
+                    if current.plugin.digest() != registration.plugin.digest()
+                        || current.config != registration.config
+                        || current.plugin.limits() != registration.plugin.limits()
+                    {
+                        tracing::info!(kind = %kind, plugin = %registration.name, digest = %registration.plugin.digest(), "new module or settings swapped in");
+                        running.update(registration);
+                    }
+                }
+                _ => {
+                    if let Some(old) = self.running.remove(&kind) {
+                        old.stop();
+                    }
+                    let name = registration.name.clone();
+                    match KindController::start(self.shared.clone(), registration).await {
+                        Ok(controller) => {
+                            self.running.insert(kind, controller);
+                        }
+                        Err(e) => {
+                            tracing::warn!(plugin = %name, error = %e, "controller not started; retrying");
+                            self.start_errors.insert(name, e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes each `ReconcilerPlugin`'s `Ready` condition where it changed.
+    async fn report(&self, refused: BTreeMap<String, Refusal>) {
+        for object in &self.declared {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let readiness = if let Some(refusal) = refused.get(&name) {
+                Readiness {
+                    ready: false,
+                    reason: refusal.reason.into(),
+                    message: refusal.message.clone(),
+                    digest: None,
+                    plugin: None,
+                }
+            } else if let Some(error) = self.start_errors.get(&name) {
+                Readiness {
+                    ready: false,
+                    reason: "ControllerNotStarted".into(),
+                    message: error.clone(),
+                    digest: None,
+                    plugin: None,
+                }
+            } else if let Some(controller) = self.running.values().find(|c| c.registration().name == name) {
+                let registration = controller.registration();
+                let info = registration.plugin.info();
+                Readiness {
+                    ready: true,
+                    reason: "Serving".into(),
+                    message: format!("reconciling {} with {}", registration.parent, registration.source),
+                    digest: Some(registration.plugin.digest().to_owned()),
+                    plugin: Some(format!("{} {}", info.name, info.version)),
+                }
+            } else {
+                continue;
+            };
+            report::write_status(&self.declarations, object, &readiness).await;
+        }
     }
 }

@@ -1,0 +1,178 @@
+//! Leader election over a `coordination.k8s.io/v1` Lease, so two replicas of
+//! the host never reconcile at once: one holds the Lease and renews it, the
+//! other takes it over when the holder stops renewing (it died) or gives it
+//! up (graceful shutdown).
+//!
+//! Writes are guarded by the Lease's `resourceVersion`: of two replicas
+//! racing for an expired Lease, exactly one wins. (The leader election
+//! crates of the ecosystem are built on an older kube; this is the same
+//! algorithm as client-go's `leaderelection`, in a hundred lines.)
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use std::time::Duration;
+
+/// Where the Lease is and who we are.
+#[derive(Debug, Clone)]
+pub struct LeaderOptions {
+    /// Namespace of the Lease (the host's own).
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// This replica's identity (its pod name).
+    pub identity: String,
+    /// How long a Lease not renewed stays the holder's.
+    pub lease_duration: Duration,
+}
+
+impl LeaderOptions {
+    /// How often the holder renews: a third of the duration.
+    pub fn renew_every(&self) -> Duration {
+        self.lease_duration / 3
+    }
+}
+
+/// Why a round of election could not be decided.
+#[derive(Debug, thiserror::Error)]
+#[error("leader election on Lease {namespace}/{name}: {source}")]
+pub struct LeaderError {
+    namespace: String,
+    name: String,
+    source: kube::Error,
+}
+
+/// Acquires and renews one Lease.
+pub struct LeaderElector {
+    api: Api<Lease>,
+    options: LeaderOptions,
+}
+
+impl LeaderElector {
+    /// An elector for the Lease of `options`.
+    pub fn new(client: kube::Client, options: LeaderOptions) -> Self {
+        Self {
+            api: Api::namespaced(client, &options.namespace),
+            options,
+        }
+    }
+
+    /// Takes the Lease if it is free or expired, renews it if it is ours.
+    /// Returns whether we hold it now. A lost race is `Ok(false)`.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
+        let now = jiff::Timestamp::now();
+        let Some(lease) = self.api.get_opt(&self.options.name).await.map_err(|e| self.error(e))? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.options.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(self.spec(now, now, 0)),
+            };
+            return self.settle(self.api.create(&PostParams::default(), &lease).await);
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
+        let ours = holder == Some(self.options.identity.as_str());
+        if !ours && holder.is_some() && !expired(&spec, now) {
+            return Ok(false);
+        }
+        let (acquired, transitions) = if ours {
+            (
+                spec.acquire_time.map_or(now, |t| t.0),
+                spec.lease_transitions.unwrap_or(0),
+            )
+        } else {
+            (now, spec.lease_transitions.unwrap_or(0) + 1)
+        };
+        let mut updated = lease;
+        updated.spec = Some(self.spec(acquired, now, transitions));
+        if !ours {
+            tracing::info!(lease = %self.options.name, previous = ?holder, "taking over the leader lease");
+        }
+        self.settle(
+            self.api
+                .replace(&self.options.name, &PostParams::default(), &updated)
+                .await,
+        )
+    }
+
+    /// Gives the Lease up (on shutdown) so another replica takes over at once.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.options.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.options.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        spec.acquire_time = None;
+        match self
+            .api
+            .replace(&self.options.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.options.name, "leader lease released"),
+            Err(e) => tracing::warn!(lease = %self.options.name, error = %e, "could not release the leader lease"),
+        }
+    }
+
+    fn spec(&self, acquired: jiff::Timestamp, renewed: jiff::Timestamp, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.options.identity.clone()),
+            lease_duration_seconds: Some(i32::try_from(self.options.lease_duration.as_secs()).unwrap_or(i32::MAX)),
+            acquire_time: Some(MicroTime(acquired)),
+            renew_time: Some(MicroTime(renewed)),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// A conflict (someone else wrote first) means we do not hold it.
+    fn settle(&self, result: Result<Lease, kube::Error>) -> Result<bool, LeaderError> {
+        match result {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn error(&self, source: kube::Error) -> LeaderError {
+        LeaderError {
+            namespace: self.options.namespace.clone(),
+            name: self.options.name.clone(),
+            source,
+        }
+    }
+}
+
+/// Whether the holder has not renewed within the Lease's duration.
+fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
+    let duration = jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
+    renewed.0 + duration < now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_expires_after_its_duration_without_renewal() {
+        let now = jiff::Timestamp::now();
+        let spec = |ago: i64| LeaseSpec {
+            holder_identity: Some("other".into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(now - jiff::SignedDuration::from_secs(ago))),
+            ..LeaseSpec::default()
+        };
+        assert!(!expired(&spec(5), now));
+        assert!(expired(&spec(20), now));
+        assert!(expired(&LeaseSpec::default(), now));
+    }
+}

@@ -1,0 +1,180 @@
+//! End-to-end harness: a Trellis host running in-process against the test
+//! control plane of this test binary, watching one test namespace, with a
+//! plugins folder of its own.
+
+#![allow(dead_code)] // each test binary uses a part of it
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use trellis::host::{HostOptions, run_host};
+use trellis::metrics::Metrics;
+use trellis::server::Readiness;
+use trellis_testenv::TestNamespace;
+use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
+
+/// The CRD of the msdeploy sample, as shipped.
+pub const MSDEPLOY_CRD: &str = include_str!("../../../deploy/crds/custom.ops_microservicedeploys.yaml");
+/// The msdeploy sample users already write.
+pub const MSDEPLOY_SAMPLE: &str = include_str!("../../../../shared/samples/microservicedeploy.yaml");
+
+/// How long an end-to-end expectation may take.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// A host running in a task of the test's runtime.
+pub struct TestHost {
+    pub plugins_dir: tempfile::TempDir,
+    pub metrics: Metrics,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TestHost {
+    /// Starts a host watching `ns`, with the given plugin crates copied into
+    /// its plugins folder (as `<crate>.wasm`).
+    pub async fn start(ns: &TestNamespace, plugins: &[&str]) -> Self {
+        let plugins_dir = tempfile::tempdir().expect("a plugins dir");
+        for plugin in plugins {
+            add_plugin(plugins_dir.path(), plugin, &format!("{plugin}.wasm"));
+        }
+        Self::start_in(ns, plugins_dir, |o| o).await
+    }
+
+    /// Starts a host over an existing plugins folder, with options adjusted by `tune`.
+    pub async fn start_in(
+        ns: &TestNamespace,
+        plugins_dir: tempfile::TempDir,
+        tune: impl FnOnce(HostOptions) -> HostOptions,
+    ) -> Self {
+        init_logs();
+        let mut options = HostOptions::new(plugins_dir.path());
+        options.namespace = Some(ns.name().to_owned());
+        options.poll = Duration::from_millis(300);
+        let options = tune(options);
+        let metrics = Metrics::new();
+        let (stop, shutdown) = watch::channel(false);
+        let client = ns.client();
+        let task = tokio::spawn({
+            let metrics = metrics.clone();
+            async move {
+                run_host(client, options, metrics, Readiness::default(), shutdown)
+                    .await
+                    .expect("the host runs");
+            }
+        });
+        Self {
+            plugins_dir,
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the host gracefully and waits for it; returns its plugins folder.
+    pub async fn stop(self) -> tempfile::TempDir {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+        self.plugins_dir
+    }
+
+    /// Kills the host without a graceful shutdown (as a crash would).
+    pub fn kill(self) -> tempfile::TempDir {
+        self.task.abort();
+        self.plugins_dir
+    }
+}
+
+/// Host logs in the test output (`TRELLIS_LOG`, default `trellis=info`).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| "trellis=info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// Copies a built plugin crate into `dir` as `file`.
+pub fn add_plugin(dir: &Path, plugin_crate: &str, file: &str) -> PathBuf {
+    let target = dir.join(file);
+    std::fs::copy(trellis::testing::guest_module(plugin_crate), &target).expect("copy the plugin module");
+    target
+}
+
+/// Installs the msdeploy CRD.
+pub async fn install_msdeploy_crd(client: &kube::Client) {
+    install_crd(client, &crd_from_yaml(MSDEPLOY_CRD)).await;
+}
+
+/// A dynamic API of `kind` in `group/version`, in the test namespace.
+pub fn dynamic_api(ns: &TestNamespace, group: &str, version: &str, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    Api::namespaced_with(ns.client(), ns.name(), &ApiResource::from_gvk(&gvk))
+}
+
+/// The MicroServiceDeploy API of the test namespace.
+pub fn msdeploy_api(ns: &TestNamespace) -> Api<DynamicObject> {
+    dynamic_api(ns, "custom.ops", "v1", "MicroServiceDeploy")
+}
+
+/// Applies an object (YAML or JSON value) as the test user would with `kubectl apply --server-side`.
+pub async fn apply_as_user(api: &Api<DynamicObject>, object: &Value) -> DynamicObject {
+    let name = object["metadata"]["name"].as_str().expect("a name").to_owned();
+    api.patch(&name, &PatchParams::apply("test-user").force(), &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"))
+}
+
+/// The sample parent, as a JSON value.
+pub fn msdeploy_sample() -> Value {
+    serde_yaml::from_str(MSDEPLOY_SAMPLE).expect("the sample parses")
+}
+
+/// Waits until `get` finds the object, and returns it.
+pub async fn eventually_exists<K>(api: &Api<K>, name: &str) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    until(&format!("{name} to exist"), SETTLE, || async {
+        api.get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "not there yet".to_string())
+    })
+    .await
+}
+
+/// Waits until the object is gone.
+pub async fn eventually_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    until(&format!("{name} to be deleted"), SETTLE, || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await
+}
+
+/// The parent's `Ready` condition as (status, reason, message), if any.
+pub fn ready_condition(object: &DynamicObject) -> Option<(String, String, String)> {
+    let conditions = object.data["status"]["conditions"].as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_owned();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// The value of a counter sample of the host's metrics whose line starts
+/// with `series` (e.g. `trellis_writes_total{plugin="msdeploy",write="applied"}`); 0 if absent.
+pub fn counter(metrics: &Metrics, series: &str) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}

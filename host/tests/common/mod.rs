@@ -178,3 +178,56 @@ pub fn counter(metrics: &Metrics, series: &str) -> f64 {
         .find_map(|line| line.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// The CRD of `ReconcilerPlugin`, as shipped.
+pub const RECONCILER_PLUGIN_CRD: &str = include_str!("../../../deploy/crds/trellis.dev_reconcilerplugins.yaml");
+
+/// A CRD for the hostile test plugin's parent kind, `test.trellis.dev/v1` `Hostile`.
+pub const HOSTILE_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: hostiles.test.trellis.dev
+spec:
+  group: test.trellis.dev
+  scope: Namespaced
+  names: { plural: hostiles, singular: hostile, kind: Hostile }
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: { status: {} }
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: { type: object, x-kubernetes-preserve-unknown-fields: true }
+          status: { type: object, x-kubernetes-preserve-unknown-fields: true }
+"#;
+
+/// The Hostile API of the test namespace.
+pub fn hostile_api(ns: &TestNamespace) -> Api<DynamicObject> {
+    dynamic_api(ns, "test.trellis.dev", "v1", "Hostile")
+}
+
+/// A Hostile parent misbehaving in `mode`.
+pub fn hostile(name: &str, mode: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "test.trellis.dev/v1",
+        "kind": "Hostile",
+        "metadata": { "name": name },
+        "spec": { "mode": mode },
+    })
+}
+
+/// Waits until the parent's `Ready` condition has `status` and `reason`; returns its message.
+pub async fn eventually_ready_is(api: &Api<DynamicObject>, name: &str, status: &str, reason: &str) -> String {
+    until(&format!("{name} to be Ready={status} ({reason})"), SETTLE, || async {
+        let object = api.get(name).await.map_err(|e| e.to_string())?;
+        match ready_condition(&object) {
+            Some((s, r, message)) if s == status && r == reason => Ok(message),
+            other => Err(format!("Ready condition {other:?}")),
+        }
+    })
+    .await
+}

@@ -1,0 +1,122 @@
+//! `ReconcilerPlugin` registrations and misbehaving plugins, end to end.
+//!
+//! One test in this binary (so one host sees the cluster-scoped
+//! registrations): a hostile module registered through a `ReconcilerPlugin`
+//! that narrows its children, traps and loops while msdeploy, beside it,
+//! keeps working; a registration whose sha256 pin does not match is refused
+//! with its reason.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
+use trellis::crd::ReconcilerPlugin;
+use trellis_testenv::TestNamespace;
+use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
+
+#[tokio::test]
+async fn registrations_and_failing_plugins() {
+    let ns = TestNamespace::create("registrations").await;
+    let client = ns.client();
+    for crd in [RECONCILER_PLUGIN_CRD, HOSTILE_CRD, MSDEPLOY_CRD] {
+        install_crd(&client, &crd_from_yaml(crd)).await;
+    }
+    let plugins = tempfile::tempdir().unwrap();
+    add_plugin(plugins.path(), "trellis-plugin-msdeploy", "msdeploy.wasm");
+    add_plugin(plugins.path(), "trellis-test-hostile", "hostile.wasm");
+    add_plugin(plugins.path(), "trellis-plugin-msdeploy", "pinned.wasm");
+
+    // The hostile module declares a cluster-scoped child kind, which a
+    // namespaced parent may not have: alone it is refused...
+    let registrations: Api<ReconcilerPlugin> = Api::all(client.clone());
+    let register = |name: &str, spec: serde_json::Value| {
+        let registrations = registrations.clone();
+        let object = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "metadata": {"name": name}, "spec": spec});
+        let name = name.to_owned();
+        async move {
+            registrations
+                .patch(&name, &PatchParams::apply("test-admin").force(), &Patch::Apply(&object))
+                .await
+                .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+        }
+    };
+    // ...so the admin narrows it to ConfigMaps.
+    register(
+        "hostile-narrowed",
+        json!({"module": {"file": "hostile.wasm"}, "children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "limits": {"timeoutMs": 300}}),
+    )
+    .await;
+    register(
+        "wrong-pin",
+        json!({"module": {"file": "pinned.wasm", "sha256": "0".repeat(64)}}),
+    )
+    .await;
+    let _host = TestHost::start_in(&ns, plugins, |o| o).await;
+
+    // The registration serves and reports its digest.
+    let digest =
+        trellis::runtime::digest(&std::fs::read(trellis::testing::guest_module("trellis-test-hostile")).unwrap());
+    until("hostile-narrowed to be Ready", SETTLE, || async {
+        let r = registrations.get("hostile-narrowed").await.map_err(|e| e.to_string())?;
+        let status = r.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Serving");
+        if ready && status.digest.as_deref() == Some(digest.as_str()) {
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+    // A wrong pin is refused with the reason, and nothing serves from that file.
+    until("wrong-pin to be refused", SETTLE, || async {
+        let r = registrations.get("wrong-pin").await.map_err(|e| e.to_string())?;
+        let status = r.status.clone().unwrap_or_default();
+        match status.conditions.iter().find(|c| c.type_ == "Ready") {
+            Some(c) if c.status == "False" && c.reason == "DigestMismatch" && c.message.contains("pinned.wasm") => {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // A well-behaved parent of the hostile plugin gets its ConfigMap.
+    let hostiles = hostile_api(&ns);
+    apply_as_user(&hostiles, &hostile("calm", "ok")).await;
+    eventually_exists(&ns.api::<ConfigMap>(), "calm-out").await;
+
+    // A trap and an endless loop become Ready=False with the reason, and a Warning event.
+    apply_as_user(&hostiles, &hostile("trapper", "panic")).await;
+    apply_as_user(&hostiles, &hostile("looper", "loop")).await;
+    let message = eventually_ready_is(&hostiles, "trapper", "False", "PluginTrapped").await;
+    assert!(message.contains("hostile"), "the message names the plugin: {message}");
+    eventually_ready_is(&hostiles, "looper", "False", "PluginTimeout").await;
+    let events: Api<Event> = ns.api();
+    until("a Warning event on the trapping parent", SETTLE, || async {
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let found = list.items.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some("PluginTrapped")
+                && e.involved_object.name.as_deref() == Some("trapper")
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(format!("{} events, none matching", list.items.len()))
+        }
+    })
+    .await;
+
+    // Meanwhile msdeploy, served from its drop-in file, works as usual.
+    apply_as_user(&msdeploy_api(&ns), &msdeploy_sample()).await;
+    eventually_exists(&ns.api::<Service>(), "ms-sample-v1s0").await;
+    // And the well-behaved hostile parent is still fine.
+    let calm = hostiles.get("calm").await.unwrap();
+    assert_eq!(ready_condition(&calm).map(|c| c.0), Some("True".to_string()));
+}

@@ -50,14 +50,27 @@ impl TestHost {
         plugins_dir: tempfile::TempDir,
         tune: impl FnOnce(HostOptions) -> HostOptions,
     ) -> Self {
+        let namespace = ns.name().to_owned();
+        Self::start_with_client(ns.client(), plugins_dir, |mut o| {
+            o.namespace = Some(namespace);
+            tune(o)
+        })
+        .await
+    }
+
+    /// Starts a host with its own client (e.g. one impersonating the
+    /// host's ServiceAccount), watching all namespaces unless `tune` says otherwise.
+    pub async fn start_with_client(
+        client: kube::Client,
+        plugins_dir: tempfile::TempDir,
+        tune: impl FnOnce(HostOptions) -> HostOptions,
+    ) -> Self {
         init_logs();
         let mut options = HostOptions::new(plugins_dir.path());
-        options.namespace = Some(ns.name().to_owned());
         options.poll = Duration::from_millis(300);
         let options = tune(options);
         let metrics = Metrics::new();
         let (stop, shutdown) = watch::channel(false);
-        let client = ns.client();
         let task = tokio::spawn({
             let metrics = metrics.clone();
             async move {

@@ -11,7 +11,7 @@ PLUGINS := trellis-plugin-msdeploy trellis-test-hostile
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= ../shared/samples
 
-.PHONY: all build plugins toolchain envtest up down test unit-test render bench fmt lint clean
+.PHONY: all build plugins toolchain envtest up down run install uninstall deploy undeploy test unit-test render bench fmt lint clean
 
 all: build plugins
 
@@ -38,6 +38,26 @@ up: envtest
 
 down:
 	@tests/control-plane down
+
+## run: the host with the bundled plugins on KUBECONFIG's cluster, or on a local
+## control plane when none is configured; applies the samples and shows the result
+run: plugins
+	$(CARGO) build -p trellis
+	deploy/run-local
+
+## install / uninstall: the CRDs into KUBECONFIG's cluster
+install:
+	kubectl apply --server-side -f deploy/crds/
+
+uninstall:
+	kubectl delete --ignore-not-found -f deploy/crds/
+
+## deploy / undeploy: the host, its RBAC and CRDs (image `trellis:dev`, see deploy/Dockerfile)
+deploy:
+	kubectl apply --server-side -k deploy/
+
+undeploy:
+	kubectl delete --ignore-not-found -k deploy/
 
 ## unit-test: tests that need no control plane
 unit-test: plugins

@@ -119,4 +119,27 @@ async fn registrations_and_failing_plugins() {
     // And the well-behaved hostile parent is still fine.
     let calm = hostiles.get("calm").await.unwrap();
     assert_eq!(ready_condition(&calm).map(|c| c.0), Some("True".to_string()));
+
+    // The plugin asked for a finalizer: a deleted parent stays until the
+    // plugin says it is finalized.
+    until("the finalizer on calm", SETTLE, || async {
+        let calm = hostiles.get("calm").await.map_err(|e| e.to_string())?;
+        let finalizers = calm.metadata.finalizers.unwrap_or_default();
+        if finalizers.iter().any(|f| f == "trellis.dev/finalizer") {
+            Ok(())
+        } else {
+            Err(format!("{finalizers:?}"))
+        }
+    })
+    .await;
+    hostiles.delete("calm", &Default::default()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let held = hostiles.get("calm").await.expect("held by the plugin's finalizer");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    let release = json!({"metadata": {"annotations": {"test.trellis.dev/release": "yes"}}});
+    hostiles
+        .patch("calm", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    eventually_gone(&hostiles, "calm").await;
 }

@@ -49,7 +49,7 @@ fn info_describes_the_plugin() {
     assert_eq!(info.name, "hostile");
     assert_eq!(info.parent, KindRef::new("test.trellis.dev/v1", "Hostile"));
     assert!(info.children.contains(&KindRef::new("v1", "ConfigMap")));
-    assert!(!info.finalizer);
+    assert!(info.finalizer, "the hostile plugin asks for a finalizer");
 }
 
 #[test]

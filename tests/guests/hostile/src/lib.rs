@@ -1,6 +1,9 @@
 //! A deliberately misbehaving plugin for the host's tests: the parent's
 //! `spec.mode` picks the misbehaviour (endless loop, memory bomb, panic,
 //! bad output, writes outside its namespace, ...). `ok` behaves.
+//!
+//! It asks for a finalizer: a deleted parent stays until it carries the
+//! annotation `test.trellis.dev/release: "yes"`.
 
 use trellis_sdk::k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use trellis_sdk::prelude::*;
@@ -15,9 +18,18 @@ impl Reconciler for Hostile {
             .child::<ConfigMap>()
             .child::<Secret>()
             .child::<ClusterRoleBinding>()
+            .with_finalizer()
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
+        if req.finalizing() {
+            let released = req.parent_json()["metadata"]["annotations"]["test.trellis.dev/release"] == "yes";
+            return Ok(if released {
+                Response::new().event("Released", "finalized").finalized()
+            } else {
+                Response::new().requeue_after(std::time::Duration::from_secs(1))
+            });
+        }
         let mode = req.parent_json()["spec"]["mode"].as_str().unwrap_or("ok").to_owned();
         let config_map = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"mode": mode}});
         match mode.as_str() {

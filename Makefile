@@ -7,11 +7,11 @@ SHELL := bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 # Every crate that builds into a plugin module (.wasm).
-PLUGINS := trellis-plugin-msdeploy trellis-test-hostile
+PLUGINS := trellis-plugin-msdeploy trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= ../shared/samples
 
-.PHONY: all build plugins toolchain envtest up down run install uninstall deploy undeploy test unit-test render bench fmt lint clean
+.PHONY: all build plugins toolchain envtest up down run install uninstall deploy undeploy test unit-test render bench bench-scale fmt lint clean
 
 all: build plugins
 
@@ -71,9 +71,15 @@ test: plugins envtest
 render: plugins
 	$(CARGO) run -q -p trellis -- render --plugin $(WASM_DIR)/trellis_plugin_msdeploy.wasm --parent $(SAMPLES)/microservicedeploy.yaml
 
-## bench: criterion benchmarks of the runtime
+## bench: criterion benchmarks of the runtime (plugin call and compile)
 bench: plugins
-	$(CARGO) bench -p trellis
+	$(CARGO) bench -p trellis --bench runtime
+
+## bench-scale: 1,000 MicroServiceDeploy parents on a local control plane
+## (TRELLIS_SCALE_N=...): wall time, host CPU per parent, peak RSS
+bench-scale: plugins envtest
+	$(CARGO) build --release -p trellis
+	$(CARGO) bench -p trellis --bench scale
 
 fmt:
 	$(CARGO) fmt --all

@@ -24,6 +24,45 @@ pub enum Command {
     Run(RunArgs),
     /// Print the CRD of ReconcilerPlugin (the file in deploy/crds/).
     Crd,
+    /// Work with plugin modules.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `trellis plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a ConfigMap holding the module and a ReconcilerPlugin registering
+    /// it (sha256 pinned), ready for `kubectl apply -f -`.
+    Pack(PackArgs),
+}
+
+/// Arguments of `trellis plugin pack`.
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The module (`.wasm`).
+    pub module: PathBuf,
+    /// Name of the ConfigMap and the ReconcilerPlugin.
+    #[arg(long)]
+    pub name: String,
+    /// Namespace of the ConfigMap.
+    #[arg(long, short = 'n', default_value = "trellis-system")]
+    pub namespace: String,
+    /// Compress the module even when it fits without.
+    #[arg(long)]
+    pub gzip: bool,
+}
+
+/// Runs `trellis plugin pack`, printing the YAML.
+pub fn run_pack(args: PackArgs) -> Result<(), crate::pack::PackError> {
+    let input = crate::pack::PackInput {
+        module: args.module,
+        name: args.name,
+        namespace: args.namespace,
+        gzip: args.gzip,
+    };
+    print!("{}", crate::pack::pack(&input)?);
+    Ok(())
 }
 
 /// Arguments of `trellis run`.
@@ -59,6 +98,10 @@ pub struct RunArgs {
     /// This replica's name (the pod's name), for the Lease and events.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Where compiled modules are kept, so a restart with unchanged modules
+    /// does not compile again (default: ~/.cache/trellis/modules; `none` disables).
+    #[arg(long, env = "TRELLIS_MODULE_CACHE")]
+    pub module_cache: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -81,9 +124,19 @@ impl From<RunArgs> for crate::run::RunOptions {
                 namespace: a.watch_namespace,
                 leader,
                 instance: Some(identity),
+                module_cache_dir: module_cache_dir(a.module_cache),
             },
             metrics_addr: a.metrics_addr,
         }
+    }
+}
+
+/// The module cache folder: as given (`none` for no cache), else under `~/.cache`.
+fn module_cache_dir(given: Option<PathBuf>) -> Option<PathBuf> {
+    match given {
+        Some(dir) if dir.as_os_str() == "none" => None,
+        Some(dir) => Some(dir),
+        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/trellis/modules")),
     }
 }
 

@@ -47,17 +47,48 @@ pub struct ReconcilerPluginSpec {
     pub limits: PluginLimits,
 }
 
-/// Where a module's bytes come from.
+/// Where a module's bytes come from: exactly one of `file` and `configMap`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.file) != has(self.configMap)",
+    "message": "set exactly one of file and configMap"
+}]))]
 pub struct ModuleSource {
     /// A file name in the host's plugins folder, e.g. `msdeploy.wasm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    /// The module's sha256 (hex); a module with another digest is refused.
+    /// A key of a ConfigMap's `binaryData` holding the module, plain or
+    /// gzip-compressed (a ConfigMap holds at most 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapModule>,
+    /// The sha256 (hex) of the module (uncompressed); another module is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
+}
+
+/// A module in a ConfigMap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapModule {
+    /// The ConfigMap's namespace.
+    pub namespace: String,
+    /// The ConfigMap's name.
+    pub name: String,
+    /// The key in `binaryData` (default `module.wasm`).
+    #[serde(default = "default_module_key")]
+    pub key: String,
+}
+
+fn default_module_key() -> String {
+    "module.wasm".into()
+}
+
+impl std::fmt::Display for ConfigMapModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigMap {}/{} key {}", self.namespace, self.name, self.key)
+    }
 }
 
 /// Limits of one plugin call; unset fields take the host's defaults.

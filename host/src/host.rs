@@ -32,6 +32,8 @@ pub struct HostOptions {
     pub leader: Option<LeaderOptions>,
     /// Name of this replica in events (`reportingInstance`).
     pub instance: Option<String>,
+    /// Compiled modules kept here across restarts (none when `None`).
+    pub module_cache_dir: Option<PathBuf>,
 }
 
 impl HostOptions {
@@ -46,6 +48,7 @@ impl HostOptions {
             namespace: None,
             leader: None,
             instance: None,
+            module_cache_dir: None,
         }
     }
 }
@@ -61,6 +64,7 @@ pub async fn run_host(
 ) -> Result<(), RuntimeError> {
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: u32::from(options.concurrency).saturating_mul(4).max(16),
+        module_cache_dir: options.module_cache_dir.clone(),
         ..RuntimeConfig::default()
     })?;
     let shared = Shared {

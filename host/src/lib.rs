@@ -3,6 +3,7 @@
 //!
 //! - [`runtime`]: loads plugins and runs each call in a fresh sandbox.
 //! - [`render`]: runs a plugin offline on files (`trellis render`).
+//! - [`pack`]: a module as ConfigMap + `ReconcilerPlugin` YAML (`trellis plugin pack`).
 //! - [`status`]: the status the host writes on parents.
 //! - [`host`]: the main loop of `trellis run` (registry, controllers, leader election).
 //! - [`controller`]: one controller per registered parent kind.
@@ -15,6 +16,7 @@ pub mod crd;
 pub mod host;
 pub mod leader;
 pub mod metrics;
+pub mod pack;
 pub mod registry;
 pub mod render;
 pub mod run;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trellis::cli::{Cli, Command, run_render};
+use trellis::cli::{Cli, Command, PluginCommand, run_pack, run_render};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +15,13 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .init();
             run_render(args).map_err(Into::into)
+        }
+        Command::Plugin(PluginCommand::Pack(args)) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter("warn"))
+                .with_writer(std::io::stderr)
+                .init();
+            run_pack(args).map_err(Into::into)
         }
         Command::Crd => {
             print!("{}", trellis::crd::crd_yaml());

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the host, per plugin: reconciles, errors by
-//! cause, plugin call and apply latency, writes and reconciles in flight.
+//! cause, plugin call and apply latency, writes and reconciles in flight;
+//! and the module cache's hits and misses.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +43,14 @@ pub struct Metrics {
     apply: Family<PluginLabel, Histogram>,
     writes: Family<WriteLabels, Counter>,
     in_flight: Family<PluginLabel, Gauge>,
+    /// Module compiles served from the on-disk cache, and the ones that missed.
+    module_cache: Family<CacheLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabel {
+    /// `hit` or `miss`.
+    result: String,
 }
 
 impl Default for Metrics {
@@ -87,7 +96,14 @@ impl Metrics {
             "Reconciles running now, per plugin",
             in_flight.clone(),
         );
+        let module_cache = Family::<CacheLabel, Gauge>::default();
+        registry.register(
+            "module_cache_compiles",
+            "Module compiles since the start, served from the on-disk cache (hit) or not (miss)",
+            module_cache.clone(),
+        );
         Self {
+            module_cache,
             registry: Arc::new(registry),
             reconciles,
             errors,
@@ -146,6 +162,19 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// The module cache's hits and misses since the start.
+    pub fn module_cache(&self, hits: usize, misses: usize) {
+        let set = |result: &str, n: usize| {
+            self.module_cache
+                .get_or_create(&CacheLabel {
+                    result: result.to_owned(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        set("hit", hits);
+        set("miss", misses);
     }
 
     /// The text exposition format.

@@ -130,6 +130,8 @@ impl Context {
 pub struct KindController {
     context: Arc<Context>,
     task: JoinHandle<()>,
+    /// Asks for a reconcile of every parent (after a module swap).
+    reconcile_all: tokio::sync::mpsc::UnboundedSender<()>,
 }
 
 impl KindController {
@@ -188,6 +190,10 @@ impl KindController {
         });
         let concurrency = context.shared.concurrency;
         let ctx = context.clone();
+        let (reconcile_all, requests) = tokio::sync::mpsc::unbounded_channel();
+        let controller = controller.reconcile_all_on(futures::stream::unfold(requests, |mut requests| async move {
+            requests.recv().await.map(|()| ((), requests))
+        }));
         let task = tokio::spawn(async move {
             tracing::info!(plugin = %name, "controller started");
             controller
@@ -200,12 +206,18 @@ impl KindController {
                 })
                 .await;
         });
-        Ok(Self { context, task })
+        Ok(Self {
+            context,
+            task,
+            reconcile_all,
+        })
     }
 
-    /// Swaps in a new module or config for the same kinds.
+    /// Swaps in a new module or config for the same kinds and reconciles
+    /// every parent with it; reconciles already running finish on the old one.
     pub fn update(&self, registration: Registration) {
         *self.context.registration.write().expect("registration lock") = Arc::new(registration);
+        let _ = self.reconcile_all.send(());
     }
 
     /// The registration in force.

@@ -7,8 +7,8 @@
 
 use super::folder::PluginFolder;
 use crate::controller::Registration;
-use crate::crd::ReconcilerPlugin;
-use crate::runtime::{KindRef, Limits};
+use crate::crd::{ConfigMapModule, ReconcilerPlugin};
+use crate::runtime::{KindRef, Limits, Plugin};
 
 /// Why a `ReconcilerPlugin` does not serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,32 +28,71 @@ impl Refusal {
     }
 }
 
-/// The module file a `ReconcilerPlugin` names, if any.
-pub fn module_file(object: &ReconcilerPlugin) -> Option<&str> {
-    object.spec.module.file.as_deref()
+/// Where a `ReconcilerPlugin`'s module comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum ModuleRef<'a> {
+    /// A file of the plugins folder.
+    File(&'a str),
+    /// A ConfigMap key.
+    ConfigMap(&'a ConfigMapModule),
 }
 
-/// The registration a `ReconcilerPlugin` asks for, checked against its module.
-pub fn resolve(object: &ReconcilerPlugin, folder: &PluginFolder, defaults: Limits) -> Result<Registration, Refusal> {
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let spec = &object.spec;
-    let file = module_file(object).ok_or_else(|| {
-        Refusal::new(
+impl std::fmt::Display for ModuleRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(file) => write!(f, "file {file}"),
+            Self::ConfigMap(module) => module.fmt(f),
+        }
+    }
+}
+
+/// The module source a `ReconcilerPlugin` names: exactly one.
+pub fn module_ref(object: &ReconcilerPlugin) -> Result<ModuleRef<'_>, Refusal> {
+    let module = &object.spec.module;
+    match (&module.file, &module.config_map) {
+        (Some(file), None) => Ok(ModuleRef::File(file)),
+        (None, Some(config_map)) => Ok(ModuleRef::ConfigMap(config_map)),
+        _ => Err(Refusal::new(
             "NoModuleSource",
-            "spec.module.file must name a module in the host's plugins folder",
-        )
-    })?;
-    let plugin = folder.get(file).map_err(|e| match folder.contains(file) {
+            "spec.module must name exactly one of file (in the host's plugins folder) and configMap",
+        )),
+    }
+}
+
+/// The module file a `ReconcilerPlugin` names, if any.
+pub fn module_file(object: &ReconcilerPlugin) -> Option<&str> {
+    match module_ref(object) {
+        Ok(ModuleRef::File(file)) => Some(file),
+        _ => None,
+    }
+}
+
+/// The module of a file source, or why there is none.
+pub fn file_module<'a>(folder: &'a PluginFolder, file: &str) -> Result<&'a Plugin, Refusal> {
+    folder.get(file).map_err(|e| match folder.contains(file) {
         true => Refusal::new("ModuleInvalid", e),
         false => Refusal::new("ModuleNotFound", e),
-    })?;
+    })
+}
+
+/// The registration a `ReconcilerPlugin` asks for, checked against its
+/// module (`plugin`, loaded from `origin`).
+pub fn resolve(
+    object: &ReconcilerPlugin,
+    plugin: Result<&Plugin, Refusal>,
+    origin: ModuleRef<'_>,
+    defaults: Limits,
+) -> Result<Registration, Refusal> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let spec = &object.spec;
+    let plugin = plugin?;
     if let Some(pin) = &spec.module.sha256
         && !pin.eq_ignore_ascii_case(plugin.digest())
     {
         return Err(Refusal::new(
             "DigestMismatch",
             format!(
-                "{file} has sha256 {}, but spec.module.sha256 pins {pin}",
+                "{origin} has sha256 {}, but spec.module.sha256 pins {pin}",
                 plugin.digest()
             ),
         ));
@@ -78,11 +117,8 @@ pub fn resolve(object: &ReconcilerPlugin, folder: &PluginFolder, defaults: Limit
         "related kinds",
     )?;
     Ok(Registration {
-        name,
-        source: format!(
-            "ReconcilerPlugin {} (file {file})",
-            object.metadata.name.as_deref().unwrap_or("")
-        ),
+        name: name.clone(),
+        source: format!("ReconcilerPlugin {name} ({origin})"),
         plugin: plugin.with_limits(spec.limits.over(defaults)),
         parent: info.parent.clone(),
         children,

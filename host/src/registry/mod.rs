@@ -2,13 +2,18 @@
 //! controller per registration kept in step with it.
 //!
 //! Registrations come from two places, read again on every [`Registry::sync`]:
-//! - `ReconcilerPlugin` objects, each naming a module file of the plugins
-//!   folder (and overriding kinds, config and limits; see [`declared`]);
+//! - `ReconcilerPlugin` objects, each naming a module (a file of the plugins
+//!   folder or a ConfigMap key) and overriding kinds, config and limits (see
+//!   [`declared`]);
 //! - every other `*.wasm` of the folder, registered from its own `info`.
 //!
 //! A parent kind has one registration: `ReconcilerPlugin`s first (by name),
-//! then files (by name); a later claim is refused and reported.
+//! then files (by name); a later claim is refused and reported. When a
+//! `ReconcilerPlugin` that served turns bad (a corrupt new module, a pin that
+//! does not match), its last good module keeps serving and the reason is
+//! shown on it.
 
+pub mod configmap;
 pub mod declared;
 mod folder;
 mod report;
@@ -16,10 +21,12 @@ mod report;
 pub use folder::PluginFolder;
 
 use crate::controller::{KindController, Registration, Shared};
-use crate::crd::ReconcilerPlugin;
+use crate::crd::{ConfigMapModule, ReconcilerPlugin};
 use crate::runtime::{KindRef, Limits, Runtime};
-use declared::Refusal;
+use configmap::ConfigMapModules;
+use declared::{ModuleRef, Refusal};
 use kube::Api;
+use kube::runtime::events::Recorder;
 use report::Readiness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -30,7 +37,11 @@ pub struct Registry {
     shared: Shared,
     limits: Limits,
     folder: PluginFolder,
+    config_maps: ConfigMapModules,
     declarations: Api<ReconcilerPlugin>,
+    recorder: Recorder,
+    /// The last registration that served, per `ReconcilerPlugin`.
+    last_good: BTreeMap<String, Registration>,
     /// The last list of `ReconcilerPlugin`s read (kept when a read fails).
     declared: Vec<ReconcilerPlugin>,
     /// Whether the `ReconcilerPlugin` CRD is missing (reported once).
@@ -45,6 +56,9 @@ impl Registry {
     pub fn new(runtime: Runtime, shared: Shared, dir: &Path, limits: Limits) -> Self {
         Self {
             declarations: Api::all(shared.client.clone()),
+            config_maps: ConfigMapModules::new(shared.client.clone()),
+            recorder: Recorder::new(shared.client.clone(), shared.reporter.clone()),
+            last_good: BTreeMap::new(),
             runtime,
             shared,
             limits,
@@ -68,9 +82,20 @@ impl Registry {
     pub async fn sync(&mut self) {
         self.folder.refresh(&self.runtime, self.limits).await;
         self.read_declarations().await;
+        let modules: BTreeSet<ConfigMapModule> = self
+            .declared
+            .iter()
+            .filter_map(|o| match declared::module_ref(o) {
+                Ok(ModuleRef::ConfigMap(m)) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        self.config_maps.refresh(&modules, &self.runtime, self.limits).await;
         let (wanted, refused) = self.desired();
         self.reconcile_controllers(wanted).await;
         self.report(refused).await;
+        let (hits, misses) = self.runtime.module_cache_stats();
+        self.shared.metrics.module_cache(hits, misses);
     }
 
     async fn read_declarations(&mut self) {
@@ -92,30 +117,57 @@ impl Registry {
     }
 
     /// One registration per parent kind, and the refused declarations.
-    fn desired(&self) -> (BTreeMap<KindRef, Registration>, BTreeMap<String, Refusal>) {
+    fn desired(&mut self) -> (BTreeMap<KindRef, Registration>, BTreeMap<String, Refusal>) {
         let mut wanted: BTreeMap<KindRef, Registration> = BTreeMap::new();
         let mut refused = BTreeMap::new();
-        let claimed: BTreeSet<&str> = self.declared.iter().filter_map(declared::module_file).collect();
+        let claimed: BTreeSet<String> = self
+            .declared
+            .iter()
+            .filter_map(declared::module_file)
+            .map(str::to_owned)
+            .collect();
+        let names: BTreeSet<String> = self.declared.iter().filter_map(|o| o.metadata.name.clone()).collect();
+        self.last_good.retain(|name, _| names.contains(name));
         for object in &self.declared {
             let name = object.metadata.name.clone().unwrap_or_default();
-            match declared::resolve(object, &self.folder, self.limits) {
+            let resolved = declared::module_ref(object).and_then(|origin| {
+                let plugin = match origin {
+                    ModuleRef::File(file) => declared::file_module(&self.folder, file),
+                    ModuleRef::ConfigMap(module) => self.config_maps.get(module),
+                };
+                declared::resolve(object, plugin, origin, self.limits)
+            });
+            let registration = match resolved {
                 Ok(registration) => {
-                    if let Some(taken) = wanted.get(&registration.parent) {
-                        let message = format!("{} is already served by {}", registration.parent, taken.source);
-                        refused.insert(
-                            name,
-                            Refusal {
-                                reason: "ParentKindTaken",
-                                message,
-                            },
-                        );
-                    } else {
-                        wanted.insert(registration.parent.clone(), registration);
-                    }
+                    self.last_good.insert(name.clone(), registration.clone());
+                    registration
                 }
-                Err(refusal) => {
-                    refused.insert(name, refusal);
+                Err(mut refusal) => {
+                    // Keep serving what served before the bad change.
+                    let Some(previous) = self.last_good.get(&name) else {
+                        refused.insert(name, refusal);
+                        continue;
+                    };
+                    refusal.message = format!(
+                        "{}; still serving the previous module (sha256 {})",
+                        refusal.message,
+                        previous.plugin.digest()
+                    );
+                    refused.insert(name.clone(), refusal);
+                    previous.clone()
                 }
+            };
+            if let Some(taken) = wanted.get(&registration.parent) {
+                let message = format!("{} is already served by {}", registration.parent, taken.source);
+                refused.insert(
+                    name,
+                    Refusal {
+                        reason: "ParentKindTaken",
+                        message,
+                    },
+                );
+            } else {
+                wanted.insert(registration.parent.clone(), registration);
             }
         }
         for (file, plugin) in self.folder.plugins() {
@@ -193,36 +245,38 @@ impl Registry {
     async fn report(&self, refused: BTreeMap<String, Refusal>) {
         for object in &self.declared {
             let name = object.metadata.name.clone().unwrap_or_default();
-            let readiness = if let Some(refusal) = refused.get(&name) {
-                Readiness {
-                    ready: false,
-                    reason: refusal.reason.into(),
-                    message: refusal.message.clone(),
-                    digest: None,
-                    plugin: None,
-                }
+            let serving = self
+                .running
+                .values()
+                .map(KindController::registration)
+                .find(|r| r.name == name);
+            let (digest, plugin) = match &serving {
+                Some(r) => (
+                    Some(r.plugin.digest().to_owned()),
+                    Some(format!("{} {}", r.plugin.info().name, r.plugin.info().version)),
+                ),
+                None => (None, None),
+            };
+            let (ready, reason, message) = if let Some(refusal) = refused.get(&name) {
+                (false, refusal.reason.to_owned(), refusal.message.clone())
             } else if let Some(error) = self.start_errors.get(&name) {
-                Readiness {
-                    ready: false,
-                    reason: "ControllerNotStarted".into(),
-                    message: error.clone(),
-                    digest: None,
-                    plugin: None,
-                }
-            } else if let Some(controller) = self.running.values().find(|c| c.registration().name == name) {
-                let registration = controller.registration();
-                let info = registration.plugin.info();
-                Readiness {
-                    ready: true,
-                    reason: "Serving".into(),
-                    message: format!("reconciling {} with {}", registration.parent, registration.source),
-                    digest: Some(registration.plugin.digest().to_owned()),
-                    plugin: Some(format!("{} {}", info.name, info.version)),
-                }
+                (false, "ControllerNotStarted".to_owned(), error.clone())
+            } else if let Some(registration) = &serving {
+                let message = format!("reconciling {} with {}", registration.parent, registration.source);
+                (true, "Serving".to_owned(), message)
             } else {
                 continue;
             };
-            report::write_status(&self.declarations, object, &readiness).await;
+            let readiness = Readiness {
+                ready,
+                reason,
+                message,
+                digest,
+                plugin,
+            };
+            if report::write_status(&self.declarations, object, &readiness).await {
+                report::publish_event(&self.recorder, object, &readiness).await;
+            }
         }
     }
 }

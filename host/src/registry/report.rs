@@ -3,8 +3,9 @@
 //! subresource, and only when it changed, so a steady state makes no writes.
 
 use crate::crd::{ReconcilerPlugin, ReconcilerPluginStatus, RegistrationCondition};
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource};
 use serde_json::json;
 
 /// Field manager of the host's writes to `ReconcilerPlugin` status.
@@ -50,13 +51,23 @@ pub fn desired_status(object: &ReconcilerPlugin, readiness: &Readiness, now: &st
     }
 }
 
-/// Writes the status if it differs from what the object has.
-pub async fn write_status(api: &Api<ReconcilerPlugin>, object: &ReconcilerPlugin, readiness: &Readiness) {
+/// Writes the status if it differs from what the object has; returns
+/// whether the `Ready` condition changed (worth an event).
+pub async fn write_status(api: &Api<ReconcilerPlugin>, object: &ReconcilerPlugin, readiness: &Readiness) -> bool {
     let name = object.metadata.name.clone().unwrap_or_default();
     let wanted = desired_status(object, readiness, &crate::status::now());
     if object.status.as_ref() == Some(&wanted) {
-        return;
+        return false;
     }
+    let condition_changed = object
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.first())
+        .is_none_or(|c| {
+            c.status != wanted.conditions[0].status
+                || c.reason != wanted.conditions[0].reason
+                || c.message != wanted.conditions[0].message
+        });
     let patch = json!({
         "apiVersion": "trellis.dev/v1alpha1",
         "kind": "ReconcilerPlugin",
@@ -67,8 +78,31 @@ pub async fn write_status(api: &Api<ReconcilerPlugin>, object: &ReconcilerPlugin
         .await
     {
         Ok(_) => {
-            tracing::info!(registration = %name, ready = readiness.ready, reason = %readiness.reason, "registration status written")
+            tracing::info!(registration = %name, ready = readiness.ready, reason = %readiness.reason, "registration status written");
+            condition_changed
         }
-        Err(e) => tracing::warn!(registration = %name, error = %e, "could not write the registration status"),
+        Err(e) => {
+            tracing::warn!(registration = %name, error = %e, "could not write the registration status");
+            false
+        }
+    }
+}
+
+/// An event on the registration: Warning with the reason when it is not
+/// ready, Normal when it serves.
+pub async fn publish_event(recorder: &Recorder, object: &ReconcilerPlugin, readiness: &Readiness) {
+    let event = Event {
+        type_: if readiness.ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: readiness.reason.clone(),
+        note: Some(readiness.message.chars().take(1000).collect()),
+        action: "Register".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not record a registration event");
     }
 }

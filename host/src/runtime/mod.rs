@@ -24,10 +24,11 @@ pub use validate::{is_dns_label, is_dns_subdomain};
 
 use bindings::ReconcilerPre;
 use sandbox::Sandbox;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the engine's epoch advances: the resolution of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -54,13 +55,17 @@ impl Default for Limits {
 }
 
 /// Engine-wide settings, fixed when the runtime starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Instances that may exist at once (the pool size); calls beyond it
     /// fail to instantiate, so keep reconcile concurrency below it.
     pub max_instances: u32,
     /// The largest memory limit any plugin may be given.
     pub max_memory_bytes: usize,
+    /// Where compiled modules are kept across restarts (wasmtime's cache,
+    /// keyed by the module's hash and the engine's settings and version).
+    /// `None`: every start compiles again.
+    pub module_cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -68,6 +73,7 @@ impl Default for RuntimeConfig {
         Self {
             max_instances: 128,
             max_memory_bytes: 1 << 30,
+            module_cache_dir: None,
         }
     }
 }
@@ -82,6 +88,7 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<Sandbox>,
     config: RuntimeConfig,
+    cache: Option<Cache>,
 }
 
 impl Runtime {
@@ -100,6 +107,18 @@ impl Runtime {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let cache = match &config.module_cache_dir {
+            Some(dir) => {
+                let mut settings = CacheConfig::new();
+                settings.with_directory(dir);
+                let cache = Cache::new(settings).map_err(|e| {
+                    RuntimeError::Engine(format!("module cache in {}: {}", dir.display(), error::one_line(&e)))
+                })?;
+                wasm.cache(Some(cache.clone()));
+                Some(cache)
+            }
+            None => None,
+        };
         let engine = Engine::new(&wasm).map_err(engine_error)?;
 
         let mut linker = Linker::new(&engine);
@@ -108,8 +127,22 @@ impl Runtime {
 
         spawn_epoch_ticker(&engine);
         Ok(Self {
-            inner: Arc::new(RuntimeInner { engine, linker, config }),
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                config,
+                cache,
+            }),
         })
+    }
+
+    /// Compiles served from the on-disk module cache, and compiles that
+    /// missed it, since the start (both 0 without a cache).
+    pub fn module_cache_stats(&self) -> (usize, usize) {
+        self.inner
+            .cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// The engine, e.g. to (de)serialise compiled modules.

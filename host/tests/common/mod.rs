@@ -244,3 +244,50 @@ pub async fn eventually_ready_is(api: &Api<DynamicObject>, name: &str, status: &
     })
     .await
 }
+
+/// A CRD for the greeter test plugins' parent kind, `test.trellis.dev/v1` `Greeter`.
+pub const GREETER_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: greeters.test.trellis.dev
+spec:
+  group: test.trellis.dev
+  scope: Namespaced
+  names: { plural: greeters, singular: greeter, kind: Greeter }
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: { status: {} }
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: { type: object, x-kubernetes-preserve-unknown-fields: true }
+          status: { type: object, x-kubernetes-preserve-unknown-fields: true }
+"#;
+
+/// Server-side applies every document of a YAML stream (ConfigMaps and
+/// `ReconcilerPlugin`s, as `trellis plugin pack` prints them).
+pub async fn apply_yaml_stream(client: &kube::Client, yaml: &str) {
+    use kube::api::{ApiResource, GroupVersionKind};
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value: Value = serde::Deserialize::deserialize(document).expect("YAML");
+        if value.is_null() {
+            continue;
+        }
+        let api_version = value["apiVersion"].as_str().expect("apiVersion");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let kind = value["kind"].as_str().expect("kind");
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let name = value["metadata"]["name"].as_str().expect("name");
+        let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(name, &PatchParams::apply("test-admin").force(), &Patch::Apply(&value))
+            .await
+            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    }
+}

@@ -1,0 +1,119 @@
+//! `trellis plugin pack`: a module as a ConfigMap plus the `ReconcilerPlugin`
+//! that registers it (digest pinned), as YAML ready for `kubectl apply -f -`.
+//!
+//! The module is gzip-compressed when that is needed to fit a ConfigMap
+//! (1 MiB) or asked for; the pin is the sha256 of the uncompressed module,
+//! which is what the host checks after decompressing.
+
+use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError, digest};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ObjectMeta;
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Most bytes a ConfigMap may hold (the apiserver's limit).
+const CONFIG_MAP_LIMIT: usize = 1 << 20;
+/// Compress above this size even when not asked (leaves room for metadata).
+const COMPRESS_ABOVE: usize = 900 << 10;
+
+/// What to pack.
+#[derive(Debug, Clone)]
+pub struct PackInput {
+    /// The module (`.wasm`).
+    pub module: PathBuf,
+    /// Name of the ConfigMap and of the `ReconcilerPlugin`.
+    pub name: String,
+    /// Namespace of the ConfigMap.
+    pub namespace: String,
+    /// Compress even if the module would fit as it is.
+    pub gzip: bool,
+}
+
+/// Why a module could not be packed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Module(#[from] RuntimeError),
+    #[error(
+        "{path} is {size} bytes compressed; a ConfigMap holds at most {CONFIG_MAP_LIMIT}: ship it as a file in the plugins folder"
+    )]
+    TooLarge { path: PathBuf, size: usize },
+    #[error("{0} is not a valid name (lowercase letters, digits and '-')")]
+    BadName(String),
+}
+
+/// The YAML stream: the ConfigMap, then the `ReconcilerPlugin`.
+pub fn pack(input: &PackInput) -> Result<String, PackError> {
+    for name in [&input.name, &input.namespace] {
+        if !crate::runtime::is_dns_label(name) {
+            return Err(PackError::BadName(name.clone()));
+        }
+    }
+    let bytes = std::fs::read(&input.module).map_err(|source| PackError::Read {
+        path: input.module.clone(),
+        source,
+    })?;
+    // Refuse what the host would refuse: it must load and describe itself.
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    })?;
+    let plugin = runtime.load(&input.module.display().to_string(), &bytes, Limits::default())?;
+    let sha256 = digest(&bytes);
+    let payload = if input.gzip || bytes.len() > COMPRESS_ABOVE {
+        gzip(&bytes)
+    } else {
+        bytes
+    };
+    if payload.len() > CONFIG_MAP_LIMIT - (4 << 10) {
+        return Err(PackError::TooLarge {
+            path: input.module.clone(),
+            size: payload.len(),
+        });
+    }
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(input.name.clone()),
+            namespace: Some(input.namespace.clone()),
+            labels: Some([("app.kubernetes.io/part-of".to_owned(), "trellis".to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        binary_data: Some([("module.wasm".to_owned(), ByteString(payload))].into()),
+        ..ConfigMap::default()
+    };
+    let mut config_map = serde_json::to_value(&config_map).expect("a ConfigMap serialises");
+    config_map["apiVersion"] = json!("v1");
+    config_map["kind"] = json!("ConfigMap");
+    let info = plugin.info();
+    let registration = json!({
+        "apiVersion": "trellis.dev/v1alpha1",
+        "kind": "ReconcilerPlugin",
+        "metadata": { "name": input.name },
+        "spec": {
+            "parent": { "apiVersion": info.parent.api_version, "kind": info.parent.kind },
+            "module": {
+                "configMap": { "namespace": input.namespace, "name": input.name, "key": "module.wasm" },
+                "sha256": sha256,
+            },
+        },
+    });
+    let mut out = format!(
+        "# {} {} reconciles {}; module sha256 {sha256}\n",
+        info.name, info.version, info.parent
+    );
+    for document in [config_map, registration] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&document).expect("YAML of JSON"));
+    }
+    Ok(out)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}

@@ -1,7 +1,8 @@
 //! Benchmarks of the plugin runtime: one msdeploy reconcile through the
-//! sandbox (fresh instance + call + response decode and checks), and the
-//! compile time of the module. Run with `cargo bench -p trellis` after
-//! `make plugins`.
+//! sandbox (fresh instance + call + response decode and checks), and, per
+//! bundled plugin, a cold compile against a compile served from the on-disk
+//! module cache (what a restart with unchanged modules costs). Run with
+//! `make bench` (after `make plugins`).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -41,11 +42,27 @@ fn runtime_benches(c: &mut Criterion) {
 
     let mut compile = c.benchmark_group("compile");
     compile.sample_size(10).measurement_time(Duration::from_secs(10));
-    compile.bench_function("msdeploy module", |b| {
-        b.iter(|| black_box(runtime.compile("msdeploy.wasm", &bytes).expect("compile")))
-    });
+    let cache = tempfile::tempdir().expect("a cache dir");
+    let cached = Runtime::new(RuntimeConfig {
+        module_cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime with a module cache");
+    for plugin in BUNDLED {
+        let bytes = guest_bytes(plugin);
+        compile.bench_function(format!("{plugin} cold"), |b| {
+            b.iter(|| black_box(runtime.compile(plugin, &bytes).expect("compile")))
+        });
+        cached.compile(plugin, &bytes).expect("compile into the cache");
+        compile.bench_function(format!("{plugin} from the cache"), |b| {
+            b.iter(|| black_box(cached.compile(plugin, &bytes).expect("compile")))
+        });
+    }
     compile.finish();
 }
+
+/// The plugins shipped with the host.
+const BUNDLED: [&str; 1] = ["trellis-plugin-msdeploy"];
 
 criterion_group!(benches, runtime_benches);
 criterion_main!(benches);

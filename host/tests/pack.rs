@@ -1,0 +1,101 @@
+//! `trellis plugin pack`: what it prints is what the host accepts.
+
+use std::io::Read;
+use std::process::Command;
+use trellis::pack::{PackInput, pack};
+use trellis::testing::guest_module;
+
+fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+fn module_bytes(config_map: &serde_json::Value) -> Vec<u8> {
+    let k8s: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(config_map.clone()).unwrap();
+    k8s.binary_data.unwrap()["module.wasm"].0.clone()
+}
+
+#[test]
+fn a_large_module_is_compressed_and_pinned_by_its_uncompressed_digest() {
+    let module = guest_module("trellis-plugin-msdeploy");
+    let raw = std::fs::read(&module).unwrap();
+    let yaml = pack(&PackInput {
+        module,
+        name: "msdeploy".into(),
+        namespace: "platform".into(),
+        gzip: false,
+    })
+    .unwrap();
+    let docs = documents(&yaml);
+    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        (docs[0]["kind"].as_str(), docs[0]["metadata"]["namespace"].as_str()),
+        (Some("ConfigMap"), Some("platform"))
+    );
+    let packed = module_bytes(&docs[0]);
+    assert!(
+        packed.len() < 1 << 20 && packed.len() < raw.len(),
+        "{} bytes",
+        packed.len()
+    );
+    let mut unpacked = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut unpacked)
+        .unwrap();
+    assert_eq!(unpacked, raw);
+
+    let registration: trellis::crd::ReconcilerPlugin = serde_json::from_value(docs[1].clone()).unwrap();
+    assert_eq!(
+        registration.spec.module.sha256.as_deref(),
+        Some(trellis::runtime::digest(&raw).as_str())
+    );
+    let source = registration.spec.module.config_map.unwrap();
+    assert_eq!(
+        (source.namespace.as_str(), source.name.as_str(), source.key.as_str()),
+        ("platform", "msdeploy", "module.wasm")
+    );
+    assert_eq!(registration.spec.parent.unwrap().kind, "MicroServiceDeploy");
+}
+
+#[test]
+fn a_small_module_is_stored_as_it_is() {
+    let module = guest_module("trellis-test-hostile");
+    let raw = std::fs::read(&module).unwrap();
+    let yaml = pack(&PackInput {
+        module,
+        name: "hostile".into(),
+        namespace: "team-a".into(),
+        gzip: false,
+    })
+    .unwrap();
+    assert_eq!(module_bytes(&documents(&yaml)[0]), raw);
+}
+
+#[test]
+fn what_is_not_a_plugin_is_refused_with_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "plugin",
+            "pack",
+            "--name",
+            "readme",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing printed for kubectl to apply");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("not a valid WebAssembly component"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["plugin", "pack", "--name", "Bad_Name"])
+        .arg(guest_module("trellis-test-hostile"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Bad_Name is not a valid name"));
+}

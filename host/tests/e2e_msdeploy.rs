@@ -312,9 +312,15 @@ async fn a_restarted_host_loses_nothing_and_duplicates_nothing() {
     sample["spec"]["image"] = json!("registry.example/ms:3.0");
     apply_as_user(&parents, &sample).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // (kube-controller-manager still writes the Deployment's status; its spec stays.)
     let unchanged = deployments.get(NAME).await.unwrap();
+    let image = unchanged.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("just a image url"), "no host, no writes");
+    let service_now = ns.api::<Service>().get(NAME).await.unwrap();
     assert_eq!(
-        unchanged.metadata.resource_version, first.metadata.resource_version,
+        service_now.metadata.resource_version, service.metadata.resource_version,
         "no host, no writes"
     );
 

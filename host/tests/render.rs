@@ -1,73 +1,13 @@
 //! Golden tests of `trellis render`: the bundled plugins on the samples users
 //! already write, edge cases, and the one-line errors of bad input.
 //!
-//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test -p trellis --test render`.
+//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test -p trellis --test render`;
+//! the other bundled plugins are in `render_bundled.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod render_support;
+
+use render_support::{assert_golden, input, one_line_error, render, sample};
 use trellis::testing::guest_module;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sample(name: &str) -> PathBuf {
-    let path = repo().join("../shared/samples").join(name);
-    assert!(
-        path.exists(),
-        "sample {} is missing (shared/ must sit beside the repository)",
-        path.display()
-    );
-    path
-}
-
-fn input(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inputs").join(name)
-}
-
-fn render(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .arg("render")
-        .args(args)
-        .output()
-        .expect("running trellis")
-}
-
-/// Timestamps change from run to run; the golden files hold a fixed one.
-fn normalise(yaml: &str) -> String {
-    yaml.lines()
-        .map(|line| match line.find("lastTransitionTime: ") {
-            Some(at) => format!("{}lastTransitionTime: <now>", &line[..at]),
-            None => line.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
-}
-
-fn assert_golden(name: &str, output: Output) {
-    assert!(
-        output.status.success(),
-        "render failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let actual = normalise(&String::from_utf8(output.stdout).unwrap());
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden, &actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
-    assert_eq!(actual, expected, "render output differs from {}", golden.display());
-}
-
-fn one_line_error(output: &Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "exit code");
-    assert!(output.stdout.is_empty(), "nothing on stdout");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    stderr
-}
 
 fn msdeploy() -> String {
     guest_module("trellis-plugin-msdeploy").display().to_string()

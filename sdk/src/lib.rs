@@ -26,13 +26,15 @@ pub mod bindings;
 mod error;
 mod info;
 pub mod log;
+pub mod quantity;
+pub mod random;
 mod request;
 mod response;
 
 pub use error::Error;
 pub use info::PluginInfo;
 pub use request::Request;
-pub use response::{Condition, Response};
+pub use response::{CREATE_ONLY, Condition, Response};
 
 /// Re-exported so plugins use the same versions as the SDK.
 pub use k8s_openapi;

@@ -7,6 +7,7 @@ use k8s_openapi::Resource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// The input of one reconcile, parsed once.
 #[derive(Debug, Clone)]
@@ -99,6 +100,25 @@ impl Request {
             namespace: Some(self.namespace().to_owned()).filter(|ns| !ns.is_empty()),
             ..ObjectMeta::default()
         }
+    }
+
+    /// Metadata for a child called `name` carrying `labels`.
+    pub fn child_meta_labeled(&self, name: &str, labels: &BTreeMap<String, String>) -> ObjectMeta {
+        ObjectMeta {
+            labels: Some(labels.clone()),
+            ..self.child_meta(name)
+        }
+    }
+
+    /// The recommended `app.kubernetes.io/*` labels for the children of
+    /// this parent: `name` is the application (e.g. `etcd`), `instance` the
+    /// parent's name, `component` the child's role.
+    pub fn app_labels(&self, app: &str, component: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), app.to_owned()),
+            ("app.kubernetes.io/instance".to_owned(), self.name().to_owned()),
+            ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+        ])
     }
 
     /// All observed children as JSON.

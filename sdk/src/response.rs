@@ -6,6 +6,10 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
+/// Annotation the host reads on a desired child: create it if missing,
+/// never update it (see [`Response::child_once`]).
+pub const CREATE_ONLY: &str = "trellis.dev/create-only";
+
 /// A status condition (type, status, reason, message). The host adds
 /// `lastTransitionTime` and `observedGeneration`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,17 @@ impl Response {
         // does not is a bug in the plugin, reported as a trap.
         let json = serde_json::to_string(object).expect("a child object serialises to JSON");
         self.children.push(json);
+    }
+
+    /// Adds a desired child that the host creates once and then leaves
+    /// alone: it is never updated, even when the plugin later asks for other
+    /// content (generated passwords, one-time tokens). It is still pruned
+    /// when no longer desired, and deleted with the parent.
+    pub fn child_once<T: Serialize>(mut self, object: &T) -> Self {
+        let mut json = serde_json::to_value(object).expect("a child object serialises to JSON");
+        json["metadata"]["annotations"][CREATE_ONLY] = Value::String("true".to_owned());
+        self.push_child(&json);
+        self
     }
 
     /// Sets the parent's status (without conditions).

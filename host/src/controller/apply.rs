@@ -141,8 +141,9 @@ pub async fn children(
         let current = observed
             .iter()
             .find(|o| KindRef::of(o).as_ref() == Some(&kind) && o["metadata"]["name"] == name.as_str());
+        let create_only = children::is_create_only(child);
         if let Some(current) = current
-            && children::is_up_to_date(current, &prepared)
+            && (create_only || children::is_up_to_date(current, &prepared))
         {
             writes.skipped += 1;
             continue;
@@ -165,17 +166,24 @@ pub async fn children(
                             parent: parent.kind.kind.clone(),
                         });
                     }
+                    if create_only {
+                        // Ours already, not yet in the cache: leave it.
+                        return Ok(false);
+                    }
                 }
             }
             api.patch(&name, params, &Patch::Apply(&prepared))
                 .await
-                .map(|_| ())
+                .map(|_| true)
                 .map_err(|source| ApplyError::Apply { kind, name, source })
         });
     }
-    writes.applied = applies.len() as u64;
     for result in futures::future::join_all(applies).await {
-        result?;
+        if result? {
+            writes.applied += 1;
+        } else {
+            writes.skipped += 1;
+        }
     }
 
     for stale in observed {

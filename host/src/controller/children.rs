@@ -17,6 +17,15 @@ pub const PARENT_UID_LABEL: &str = "trellis.dev/parent-uid";
 /// a changed desire is noticed even where the cluster's copy still matches.
 pub const DESIRED_HASH: &str = "trellis.dev/desired-hash";
 
+/// Annotation a plugin sets on a child the host must create once and never
+/// update (`Response::child_once` in the SDK): generated credentials.
+pub const CREATE_ONLY: &str = "trellis.dev/create-only";
+
+/// True when the plugin asked for `child` to be created once, never updated.
+pub fn is_create_only(child: &Value) -> bool {
+    child["metadata"]["annotations"][CREATE_ONLY] == "true"
+}
+
 /// The parent as children point at it.
 #[derive(Debug, Clone)]
 pub struct ParentRef {

@@ -250,6 +250,6 @@ fn reflect(
     let api = shared.watch_api(kind);
     let writer = reflector::store::Writer::new(kind.resource.clone());
     let reader = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff()).applied_objects();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
     (reader, stream)
 }

@@ -1,9 +1,7 @@
 //! The child objects of one micro-service instance.
 
-use crate::quantity;
 use crate::spec::Checked;
 use std::collections::BTreeMap;
-use trellis_sdk::Request;
 use trellis_sdk::k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -19,6 +17,7 @@ use trellis_sdk::k8s_openapi::api::core::v1::{
 use trellis_sdk::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use trellis_sdk::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use trellis_sdk::{Request, quantity};
 
 /// Port the service listens on inside the container.
 const APP_PORT: i32 = 8080;

@@ -5,7 +5,6 @@
 //! HorizontalPodAutoscaler. `idle: true` scales the instance to zero.
 
 mod children;
-mod quantity;
 mod spec;
 
 use children::Names;

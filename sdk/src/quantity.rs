@@ -1,5 +1,5 @@
 //! Scaling Kubernetes resource quantities (`400m`, `4Gi`, `1.5`) by a whole
-//! number, for quotas sized to a number of replicas.
+//! number: quotas sized to a number of replicas, volumes sized to memory.
 
 /// `quantity` times `factor`, in the same unit; `None` when the quantity is
 /// not one Kubernetes would accept.

@@ -53,7 +53,8 @@ pub struct RenderInput {
 }
 
 /// Runs the plugin once and returns the YAML stream to print: the desired
-/// children, then the parent with the status the host would write.
+/// children, then the parent with the status the host would write, then
+/// the events it would record (as YAML comments).
 pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     let mut parent = read_objects(&input.parent)?
         .into_iter()
@@ -125,6 +126,11 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     for object in desired.children.iter().chain(std::iter::once(&parent_out)) {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(object).map_err(RenderError::Print)?);
+    }
+    // Events the host would record on the parent, as comments.
+    for event in &desired.events {
+        let kind = if event.warning { "Warning" } else { "Normal" };
+        out.push_str(&format!("# event {kind} {}: {}\n", event.reason, event.message));
     }
     Ok(out)
 }

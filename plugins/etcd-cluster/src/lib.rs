@@ -60,8 +60,7 @@ impl Reconciler for EtcdClusterPlugin {
         let observed = observed.unwrap_or_default();
         let current = observed.current_version(known);
         let running = plan.phase == "Running";
-        Ok(response
-            .status(&json!({
+        let mut status = json!({
                 "phase": plan.phase,
                 "size": observed.replicas,
                 "readyMembers": observed.ready,
@@ -69,17 +68,20 @@ impl Reconciler for EtcdClusterPlugin {
                 "targetVersion": spec.version,
                 "serviceName": cluster.client_service_name(),
                 "clientPort": 2379,
-            }))
-            .condition(Condition::ready(
-                running,
-                plan.phase,
-                format!(
-                    "{}/{} members ready at {}",
-                    observed.ready,
-                    spec.size,
-                    current.as_deref().unwrap_or("no version yet")
-                ),
-            )))
+        });
+        if !spec.warnings.is_empty() {
+            status["warnings"] = json!(spec.warnings);
+        }
+        Ok(response.status(&status).condition(Condition::ready(
+            running,
+            plan.phase,
+            format!(
+                "{}/{} members ready at {}",
+                observed.ready,
+                spec.size,
+                current.as_deref().unwrap_or("no version yet")
+            ),
+        )))
     }
 
     fn validate(obj: &Value, _old: Option<&Value>) -> Result<(), Vec<String>> {

@@ -1,6 +1,6 @@
-//! Benchmarks of the plugin runtime: one msdeploy reconcile through the
-//! sandbox (fresh instance + call + response decode and checks), and, per
-//! bundled plugin, a cold compile against a compile served from the on-disk
+//! Benchmarks of the plugin runtime, per bundled plugin: one reconcile of
+//! its sample through the sandbox (fresh instance + call + response decode
+//! and checks), and a cold compile against a compile served from the on-disk
 //! module cache (what a restart with unchanged modules costs). Run with
 //! `make bench` (after `make plugins`).
 
@@ -11,34 +11,48 @@ use std::time::Duration;
 use trellis::runtime::{Limits, ReconcileRequest, Runtime, RuntimeConfig};
 use trellis::testing::guest_bytes;
 
-fn parent() -> serde_json::Value {
-    json!({
-        "apiVersion": "custom.ops/v1", "kind": "MicroServiceDeploy",
-        "metadata": {"name": "ms-sample-v1s0", "namespace": "default", "generation": 1, "uid": "3f2a8c7e-0000-4000-8000-000000000001"},
-        "spec": {
-            "msName": "ms-sample", "fullName": "ms-sample-v1s0", "version": "1.0", "path": "v1",
-            "image": "just a image url", "replicas": 3, "autoscaling": true, "needAuth": true,
-            "config": "password=88888888", "creationTimestamp": "1535546718115",
-            "resourceRequirements": {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "2", "memory": "4Gi"}},
-            "idle": false
-        }
-    })
+/// The bundled plugins and the sample each reconciles.
+const BUNDLED: [(&str, &str); 5] = [
+    ("trellis-plugin-msdeploy", "microservicedeploy.yaml"),
+    ("trellis-plugin-etcd-cluster", "etcdcluster.yaml"),
+    ("trellis-plugin-redis", "redisenterprisecluster.yaml"),
+    ("trellis-plugin-appservice", "appservice.yaml"),
+    ("trellis-plugin-mydaemonset", "mydaemonset.yaml"),
+];
+
+/// The sample as the host would hand it over: namespaced, with a uid.
+fn request(sample: &str) -> ReconcileRequest {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/").to_owned() + sample;
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut parent: serde_json::Value = serde_yaml::from_str(&text).expect("the sample parses");
+    parent["metadata"]["namespace"] = json!("default");
+    parent["metadata"]["uid"] = json!("3f2a8c7e-0000-4000-8000-000000000001");
+    parent["metadata"]["generation"] = json!(1);
+    // Three Nodes for the plugins that read them.
+    let related = (0..3)
+        .map(|i| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i}")}}))
+        .collect();
+    ReconcileRequest {
+        parent,
+        related,
+        ..ReconcileRequest::default()
+    }
 }
 
 fn runtime_benches(c: &mut Criterion) {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
-    let bytes = guest_bytes("trellis-plugin-msdeploy");
-    let plugin = runtime
-        .load("msdeploy.wasm", &bytes, Limits::default())
-        .expect("msdeploy loads");
-    let request = ReconcileRequest {
-        parent: parent(),
-        ..ReconcileRequest::default()
-    };
-
-    c.bench_function("msdeploy reconcile (instance + call + decode)", |b| {
-        b.iter(|| black_box(plugin.reconcile(black_box(&request)).expect("reconcile")))
-    });
+    let mut reconcile = c.benchmark_group("reconcile (instance + call + decode)");
+    for (plugin, sample) in BUNDLED {
+        let bytes = guest_bytes(plugin);
+        let loaded = runtime
+            .load(plugin, &bytes, Limits::default())
+            .expect("the plugin loads");
+        let request = request(sample);
+        reconcile.bench_function(plugin, |b| {
+            b.iter(|| black_box(loaded.reconcile(black_box(&request)).expect("reconcile")))
+        });
+    }
+    reconcile.finish();
 
     let mut compile = c.benchmark_group("compile");
     compile.sample_size(10).measurement_time(Duration::from_secs(10));
@@ -48,7 +62,7 @@ fn runtime_benches(c: &mut Criterion) {
         ..RuntimeConfig::default()
     })
     .expect("runtime with a module cache");
-    for plugin in BUNDLED {
+    for (plugin, _) in BUNDLED {
         let bytes = guest_bytes(plugin);
         compile.bench_function(format!("{plugin} cold"), |b| {
             b.iter(|| black_box(runtime.compile(plugin, &bytes).expect("compile")))
@@ -60,9 +74,6 @@ fn runtime_benches(c: &mut Criterion) {
     }
     compile.finish();
 }
-
-/// The plugins shipped with the host.
-const BUNDLED: [&str; 1] = ["trellis-plugin-msdeploy"];
 
 criterion_group!(benches, runtime_benches);
 criterion_main!(benches);

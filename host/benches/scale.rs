@@ -82,7 +82,7 @@ fn parent(i: usize, image: &str) -> serde_json::Value {
             "msName": format!("ms-{i:05}"),
             "image": image,
             "replicas": 2,
-            "autoscaling": i % 2 == 0,
+            "autoscaling": i.is_multiple_of(2),
             "needAuth": true,
             "config": "password=88888888",
             "resourceRequirements": {

@@ -86,11 +86,17 @@ async fn the_host_runs_on_the_rbac_deploy_grants() {
             "system:authenticated",
         ],
     );
-    // Least privilege: the host's identity cannot read Secrets.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::all(host_client.clone());
-    match secrets.list(&Default::default()).await {
+    // Least privilege: the host's identity holds what its plugins emit and
+    // nothing that would let it grant itself more.
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(host_client.clone());
+    match bindings.list(&Default::default()).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
-        other => panic!("the host's ServiceAccount may list Secrets: {other:?}"),
+        other => panic!("the host's ServiceAccount may list ClusterRoleBindings: {other:?}"),
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(host_client.clone());
+    match nodes.delete("kwok-node-0", &Default::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the host's ServiceAccount may delete Nodes: {other:?}"),
     }
     let plugins = tempfile::tempdir().unwrap();
     add_plugin(plugins.path(), "trellis-plugin-msdeploy", "msdeploy.wasm");

@@ -22,8 +22,12 @@ pub enum Command {
     Render(RenderArgs),
     /// Run the operator host against the cluster of KUBECONFIG (or the pod's).
     Run(RunArgs),
-    /// Print the CRD of ReconcilerPlugin (the file in deploy/crds/).
-    Crd,
+    /// Print the CRDs of ClusterReconcilerPlugin and ReconcilerPlugin (the
+    /// files in deploy/crds/), or only the one named.
+    Crd {
+        #[arg(value_enum)]
+        kind: Option<CrdKind>,
+    },
     /// Work with plugin modules.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -32,7 +36,8 @@ pub enum Command {
 /// `trellis plugin ...`
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Print a ConfigMap holding the module and a ReconcilerPlugin registering
+    /// Print a ConfigMap holding the module and a ClusterReconcilerPlugin (or,
+    /// with --service-account, a tenant's ReconcilerPlugin) registering
     /// it (sha256 pinned), ready for `kubectl apply -f -`.
     Pack(PackArgs),
 }
@@ -42,12 +47,16 @@ pub enum PluginCommand {
 pub struct PackArgs {
     /// The module (`.wasm`).
     pub module: PathBuf,
-    /// Name of the ConfigMap and the ReconcilerPlugin.
+    /// Name of the ConfigMap and the registration.
     #[arg(long)]
     pub name: String,
-    /// Namespace of the ConfigMap.
+    /// Namespace of the ConfigMap (and of a tenant's ReconcilerPlugin).
     #[arg(long, short = 'n', default_value = "trellis-system")]
     pub namespace: String,
+    /// Register for a tenant: a namespaced ReconcilerPlugin acting as this
+    /// ServiceAccount of the namespace (a ClusterReconcilerPlugin without).
+    #[arg(long)]
+    pub service_account: Option<String>,
     /// Compress the module even when it fits without.
     #[arg(long)]
     pub gzip: bool,
@@ -59,6 +68,7 @@ pub fn run_pack(args: PackArgs) -> Result<(), crate::pack::PackError> {
         module: args.module,
         name: args.name,
         namespace: args.namespace,
+        service_account: args.service_account,
         gzip: args.gzip,
     };
     print!("{}", crate::pack::pack(&input)?);
@@ -125,6 +135,8 @@ impl From<RunArgs> for crate::run::RunOptions {
                 leader,
                 instance: Some(identity),
                 module_cache_dir: module_cache_dir(a.module_cache),
+                // Filled in by `run` with the configuration it infers.
+                client_config: None,
             },
             metrics_addr: a.metrics_addr,
         }
@@ -208,4 +220,13 @@ pub fn run_render(args: RenderArgs) -> Result<(), crate::render::RenderError> {
     };
     print!("{}", render(&input)?);
     Ok(())
+}
+
+/// One of the registration CRDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrdKind {
+    /// `ClusterReconcilerPlugin` (cluster-scoped, platform admins).
+    Cluster,
+    /// `ReconcilerPlugin` (namespaced, tenants).
+    Tenant,
 }

@@ -1,6 +1,13 @@
-//! The `ReconcilerPlugin` custom resource (`trellis.dev/v1alpha1`,
-//! cluster-scoped): a platform admin's registration of a plugin. The CRD in
-//! `deploy/crds/` is generated from these types (`trellis crd`).
+//! The registration kinds (`trellis.dev/v1alpha1`), named as cert-manager
+//! names Issuer and ClusterIssuer:
+//! - `ClusterReconcilerPlugin` (cluster-scoped): a platform admin registers
+//!   a plugin for a kind in every namespace, from the host's plugins folder
+//!   or a ConfigMap;
+//! - `ReconcilerPlugin` (namespaced): a tenant registers a plugin for its
+//!   own namespace only, from a ConfigMap of that namespace; the host acts as
+//!   the tenant's `serviceAccountName` for everything the plugin causes.
+//!
+//! The CRDs in `deploy/crds/` are generated from these types (`trellis crd`).
 
 use crate::runtime::{KindRef, Limits};
 use kube::CustomResource;
@@ -8,23 +15,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Registers a reconciler plugin for a parent kind.
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "trellis.dev",
-    version = "v1alpha1",
-    kind = "ReconcilerPlugin",
-    plural = "reconcilerplugins",
-    shortname = "rp",
-    status = "ReconcilerPluginStatus",
-    printcolumn = r#"{"name":"Parent","type":"string","jsonPath":".spec.parent.kind"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".status.digest"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
-)]
+/// What a registration of either kind says about its plugin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ReconcilerPluginSpec {
+pub struct PluginSpec {
     /// The kind the plugin reconciles. Defaults to what the module's `info`
     /// says; when given, it must agree with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,7 +27,8 @@ pub struct ReconcilerPluginSpec {
     /// given, it narrows it (a kind `info` does not list is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub children: Option<Vec<KindRef>>,
-    /// Kinds the plugin may read. Defaults to the module's `info`.
+    /// Kinds the plugin may read. Defaults to the module's `info`; when
+    /// given, it narrows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub related: Option<Vec<KindRef>>,
     /// Where the module comes from.
@@ -45,6 +40,57 @@ pub struct ReconcilerPluginSpec {
     /// Limits of each plugin call.
     #[serde(default)]
     pub limits: PluginLimits,
+}
+
+/// Registers a reconciler plugin for a parent kind in every namespace
+/// (platform admins).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "trellis.dev",
+    version = "v1alpha1",
+    kind = "ClusterReconcilerPlugin",
+    plural = "clusterreconcilerplugins",
+    shortname = "crp",
+    status = "ReconcilerPluginStatus",
+    printcolumn = r#"{"name":"Parent","type":"string","jsonPath":".spec.parent.kind"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".status.digest"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct ClusterReconcilerPluginSpec {
+    #[serde(flatten)]
+    pub plugin: PluginSpec,
+}
+
+/// Registers a tenant's reconciler plugin for a parent kind in this
+/// namespace. Its module comes from a ConfigMap of this namespace; the host
+/// reads, applies and writes status as `serviceAccountName`, so the
+/// ServiceAccount's RBAC bounds what the plugin's output can do.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "trellis.dev",
+    version = "v1alpha1",
+    kind = "ReconcilerPlugin",
+    plural = "reconcilerplugins",
+    shortname = "rp",
+    namespaced,
+    status = "ReconcilerPluginStatus",
+    printcolumn = r#"{"name":"Parent","type":"string","jsonPath":".spec.parent.kind"}"#,
+    printcolumn = r#"{"name":"ServiceAccount","type":"string","jsonPath":".spec.serviceAccountName"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".status.digest"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcilerPluginSpec {
+    #[serde(flatten)]
+    pub plugin: PluginSpec,
+    /// The ServiceAccount of this namespace the host acts as for this
+    /// plugin: watching, applying children, writing status.
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: String,
 }
 
 /// Where a module's bytes come from: exactly one of `file` and `configMap`.
@@ -72,7 +118,9 @@ pub struct ModuleSource {
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapModule {
-    /// The ConfigMap's namespace.
+    /// The ConfigMap's namespace: required for a ClusterReconcilerPlugin;
+    /// a ReconcilerPlugin's is its own (another is refused).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// The ConfigMap's name.
     pub name: String,
@@ -162,9 +210,14 @@ fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
 }
 
-/// The CRD YAML of `ReconcilerPlugin`, as committed in `deploy/crds/`.
-pub fn crd_yaml() -> String {
+/// The CRD YAML of `ClusterReconcilerPlugin`, as committed in `deploy/crds/`.
+pub fn cluster_crd_yaml() -> String {
     use kube::CustomResourceExt;
-    let crd = ReconcilerPlugin::crd();
-    serde_yaml::to_string(&crd).expect("the CRD serialises")
+    serde_yaml::to_string(&ClusterReconcilerPlugin::crd()).expect("the CRD serialises")
+}
+
+/// The CRD YAML of the namespaced `ReconcilerPlugin`, as committed in `deploy/crds/`.
+pub fn tenant_crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&ReconcilerPlugin::crd()).expect("the CRD serialises")
 }

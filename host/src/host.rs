@@ -1,6 +1,6 @@
 //! The host's main loop, independent of the process around it: keeps the
 //! registry (and so one controller per registered kind) in step with the
-//! plugins folder and the `ReconcilerPlugin` objects, while this replica
+//! plugins folder and the registration objects, while this replica
 //! leads. Tests run it in-process against a test control plane; `trellis
 //! run` wraps it with signals and the metrics server.
 
@@ -34,6 +34,10 @@ pub struct HostOptions {
     pub instance: Option<String>,
     /// Compiled modules kept here across restarts (none when `None`).
     pub module_cache_dir: Option<PathBuf>,
+    /// The configuration the client was made from: the host needs it to act
+    /// as tenants' ServiceAccounts (tenant registrations are refused
+    /// without it).
+    pub client_config: Option<kube::Config>,
 }
 
 impl HostOptions {
@@ -49,6 +53,7 @@ impl HostOptions {
             leader: None,
             instance: None,
             module_cache_dir: None,
+            client_config: None,
         }
     }
 }
@@ -76,6 +81,7 @@ pub async fn run_host(
         },
         concurrency: options.concurrency,
         namespace: options.namespace.clone(),
+        client_config: options.client_config.clone(),
     };
     let elector = options.leader.clone().map(|o| LeaderElector::new(client, o));
     let renew_every = options.leader.as_ref().map_or(options.poll, LeaderOptions::renew_every);

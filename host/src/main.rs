@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trellis::cli::{Cli, Command, PluginCommand, run_pack, run_render};
+use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_pack, run_render};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,8 +23,14 @@ fn main() -> ExitCode {
                 .init();
             run_pack(args).map_err(Into::into)
         }
-        Command::Crd => {
-            print!("{}", trellis::crd::crd_yaml());
+        Command::Crd { kind } => {
+            let cluster = trellis::crd::cluster_crd_yaml();
+            let tenant = trellis::crd::tenant_crd_yaml();
+            match kind {
+                Some(CrdKind::Cluster) => print!("{cluster}"),
+                Some(CrdKind::Tenant) => print!("{tenant}"),
+                None => print!("---\n{cluster}---\n{tenant}"),
+            }
             Ok(())
         }
         Command::Run(args) => {

@@ -1,5 +1,7 @@
-//! `trellis plugin pack`: a module as a ConfigMap plus the `ReconcilerPlugin`
-//! that registers it (digest pinned), as YAML ready for `kubectl apply -f -`.
+//! `trellis plugin pack`: a module as a ConfigMap plus the registration that
+//! serves it (digest pinned), as YAML ready for `kubectl apply -f -`: a
+//! `ClusterReconcilerPlugin`, or with a ServiceAccount a tenant's namespaced
+//! `ReconcilerPlugin`.
 //!
 //! The module is gzip-compressed when that is needed to fit a ConfigMap
 //! (1 MiB) or asked for; the pin is the sha256 of the uncompressed module,
@@ -23,10 +25,13 @@ const COMPRESS_ABOVE: usize = 900 << 10;
 pub struct PackInput {
     /// The module (`.wasm`).
     pub module: PathBuf,
-    /// Name of the ConfigMap and of the `ReconcilerPlugin`.
+    /// Name of the ConfigMap and of the registration.
     pub name: String,
-    /// Namespace of the ConfigMap.
+    /// Namespace of the ConfigMap (and of a tenant's registration).
     pub namespace: String,
+    /// A tenant's ServiceAccount: register with a namespaced
+    /// `ReconcilerPlugin` acting as it (a `ClusterReconcilerPlugin` when `None`).
+    pub service_account: Option<String>,
     /// Compress even if the module would fit as it is.
     pub gzip: bool,
 }
@@ -46,7 +51,7 @@ pub enum PackError {
     BadName(String),
 }
 
-/// The YAML stream: the ConfigMap, then the `ReconcilerPlugin`.
+/// The YAML stream: the ConfigMap, then the registration.
 pub fn pack(input: &PackInput) -> Result<String, PackError> {
     for name in [&input.name, &input.namespace] {
         if !crate::runtime::is_dns_label(name) {
@@ -89,9 +94,9 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
     config_map["apiVersion"] = json!("v1");
     config_map["kind"] = json!("ConfigMap");
     let info = plugin.info();
-    let registration = json!({
+    let mut registration = json!({
         "apiVersion": "trellis.dev/v1alpha1",
-        "kind": "ReconcilerPlugin",
+        "kind": "ClusterReconcilerPlugin",
         "metadata": { "name": input.name },
         "spec": {
             "parent": { "apiVersion": info.parent.api_version, "kind": info.parent.kind },
@@ -101,6 +106,11 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
             },
         },
     });
+    if let Some(service_account) = &input.service_account {
+        registration["kind"] = json!("ReconcilerPlugin");
+        registration["metadata"]["namespace"] = json!(input.namespace);
+        registration["spec"]["serviceAccountName"] = json!(service_account);
+    }
     let mut out = format!(
         "# {} {} reconciles {}; module sha256 {sha256}\n",
         info.name, info.version, info.parent

@@ -29,7 +29,10 @@ pub enum RunError {
 
 /// Runs the host until a shutdown signal.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let client = kube::Client::try_from(config.clone())?;
+    let mut host = options.host;
+    host.client_config = Some(config);
     let metrics = Metrics::new();
     let ready = Readiness::default();
     let shutdown = shutdown_signal();
@@ -48,7 +51,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             .map_err(|source| RunError::Serve { addr, source })
         })
     };
-    run_host(client, options.host, metrics, ready, shutdown).await?;
+    run_host(client, host, metrics, ready, shutdown).await?;
     match server.await {
         Ok(result) => result,
         Err(_) => Ok(()),

@@ -1,14 +1,28 @@
-//! The committed ReconcilerPlugin CRD is what the Rust types generate.
+//! The committed registration CRDs are what the Rust types generate.
 
-#[test]
-fn deploy_crd_is_generated_from_the_types() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/trellis.dev_reconcilerplugins.yaml");
+fn assert_committed(file: &str, generated: String, kind: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/crds")
+        .join(file);
     let committed = std::fs::read_to_string(&path).expect("the CRD file");
     assert_eq!(
         committed,
-        trellis::crd::crd_yaml(),
-        "regenerate with `cargo run -p trellis -- crd > {}`",
+        generated,
+        "regenerate with `cargo run -p trellis -- crd {kind} > {}`",
         path.display()
+    );
+}
+
+#[test]
+fn deploy_crds_are_generated_from_the_types() {
+    assert_committed(
+        "trellis.dev_clusterreconcilerplugins.yaml",
+        trellis::crd::cluster_crd_yaml(),
+        "cluster",
+    );
+    assert_committed(
+        "trellis.dev_reconcilerplugins.yaml",
+        trellis::crd::tenant_crd_yaml(),
+        "tenant",
     );
 }

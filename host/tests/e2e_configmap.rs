@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use trellis::crd::ReconcilerPlugin;
+use trellis::crd::ClusterReconcilerPlugin;
 use trellis::pack::{PackInput, pack};
 use trellis_testenv::TestNamespace;
 use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
@@ -23,6 +23,7 @@ fn packed(ns: &TestNamespace, plugin_crate: &str, gzip: bool) -> String {
         module: trellis::testing::guest_module(plugin_crate),
         name: REGISTRATION.into(),
         namespace: ns.name().into(),
+        service_account: None,
         gzip,
     })
     .expect("the module packs")
@@ -56,7 +57,7 @@ async fn eventually_greets(ns: &TestNamespace, parent: &str, greeting: &str) {
 }
 
 async fn eventually_registration(
-    registrations: &Api<ReconcilerPlugin>,
+    registrations: &Api<ClusterReconcilerPlugin>,
     ready: &str,
     reason: &str,
     digest: &str,
@@ -82,7 +83,7 @@ async fn eventually_registration(
 async fn modules_from_config_maps() {
     let ns = TestNamespace::create("configmap").await;
     let client = ns.client();
-    for crd in [RECONCILER_PLUGIN_CRD, GREETER_CRD] {
+    for crd in [CLUSTER_RECONCILER_PLUGIN_CRD, GREETER_CRD] {
         install_crd(&client, &crd_from_yaml(crd)).await;
     }
     let module_cache = tempfile::tempdir().unwrap();
@@ -92,7 +93,7 @@ async fn modules_from_config_maps() {
         o
     };
     let host = TestHost::start_in(&ns, tempfile::tempdir().unwrap(), with_cache.clone()).await;
-    let registrations: Api<ReconcilerPlugin> = Api::all(client.clone());
+    let registrations: Api<ClusterReconcilerPlugin> = Api::all(client.clone());
     let (v1, v2) = (
         digest_of("trellis-test-greeter-v1"),
         digest_of("trellis-test-greeter-v2"),
@@ -130,7 +131,7 @@ async fn modules_from_config_maps() {
     until("a Warning event on the registration", SETTLE, || async {
         let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
         let found = list.items.iter().any(|e| {
-            e.involved_object.kind.as_deref() == Some("ReconcilerPlugin")
+            e.involved_object.kind.as_deref() == Some("ClusterReconcilerPlugin")
                 && e.involved_object.name.as_deref() == Some(REGISTRATION)
                 && e.reason.as_deref() == Some("ModuleInvalid")
         });

@@ -1,7 +1,7 @@
-//! `ReconcilerPlugin` registrations and misbehaving plugins, end to end.
+//! `ClusterReconcilerPlugin` registrations and misbehaving plugins, end to end.
 //!
 //! One test in this binary (so one host sees the cluster-scoped
-//! registrations): a hostile module registered through a `ReconcilerPlugin`
+//! registrations): a hostile module registered through a `ClusterReconcilerPlugin`
 //! that narrows its children, traps and loops while msdeploy, beside it,
 //! keeps working; a registration whose sha256 pin does not match is refused
 //! with its reason.
@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use trellis::crd::ReconcilerPlugin;
+use trellis::crd::ClusterReconcilerPlugin;
 use trellis_testenv::TestNamespace;
 use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
 
@@ -21,7 +21,7 @@ use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
 async fn registrations_and_failing_plugins() {
     let ns = TestNamespace::create("registrations").await;
     let client = ns.client();
-    for crd in [RECONCILER_PLUGIN_CRD, HOSTILE_CRD, MSDEPLOY_CRD] {
+    for crd in [CLUSTER_RECONCILER_PLUGIN_CRD, HOSTILE_CRD, MSDEPLOY_CRD] {
         install_crd(&client, &crd_from_yaml(crd)).await;
     }
     let plugins = tempfile::tempdir().unwrap();
@@ -31,10 +31,10 @@ async fn registrations_and_failing_plugins() {
 
     // The hostile module declares a cluster-scoped child kind, which a
     // namespaced parent may not have: alone it is refused...
-    let registrations: Api<ReconcilerPlugin> = Api::all(client.clone());
+    let registrations: Api<ClusterReconcilerPlugin> = Api::all(client.clone());
     let register = |name: &str, spec: serde_json::Value| {
         let registrations = registrations.clone();
-        let object = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "metadata": {"name": name}, "spec": spec});
+        let object = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ClusterReconcilerPlugin", "metadata": {"name": name}, "spec": spec});
         let name = name.to_owned();
         async move {
             registrations

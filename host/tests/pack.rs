@@ -25,6 +25,7 @@ fn a_large_module_is_compressed_and_pinned_by_its_uncompressed_digest() {
         module,
         name: "msdeploy".into(),
         namespace: "platform".into(),
+        service_account: None,
         gzip: false,
     })
     .unwrap();
@@ -46,17 +47,17 @@ fn a_large_module_is_compressed_and_pinned_by_its_uncompressed_digest() {
         .unwrap();
     assert_eq!(unpacked, raw);
 
-    let registration: trellis::crd::ReconcilerPlugin = serde_json::from_value(docs[1].clone()).unwrap();
+    let registration: trellis::crd::ClusterReconcilerPlugin = serde_json::from_value(docs[1].clone()).unwrap();
     assert_eq!(
-        registration.spec.module.sha256.as_deref(),
+        registration.spec.plugin.module.sha256.as_deref(),
         Some(trellis::runtime::digest(&raw).as_str())
     );
-    let source = registration.spec.module.config_map.unwrap();
+    let source = registration.spec.plugin.module.config_map.unwrap();
     assert_eq!(
         (source.namespace.as_str(), source.name.as_str(), source.key.as_str()),
         ("platform", "msdeploy", "module.wasm")
     );
-    assert_eq!(registration.spec.parent.unwrap().kind, "MicroServiceDeploy");
+    assert_eq!(registration.spec.plugin.parent.unwrap().kind, "MicroServiceDeploy");
 }
 
 #[test]
@@ -67,6 +68,7 @@ fn a_small_module_is_stored_as_it_is() {
         module,
         name: "hostile".into(),
         namespace: "team-a".into(),
+        service_account: None,
         gzip: false,
     })
     .unwrap();
@@ -98,4 +100,28 @@ fn what_is_not_a_plugin_is_refused_with_one_line() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("Bad_Name is not a valid name"));
+}
+
+#[test]
+fn with_a_service_account_it_registers_for_a_tenant() {
+    let output = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["plugin", "pack"])
+        .arg(guest_module("trellis-test-greeter-v1"))
+        .args([
+            "--name",
+            "greeter",
+            "-n",
+            "team-a",
+            "--service-account",
+            "greeter-plugin",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    let registration: trellis::crd::ReconcilerPlugin = serde_json::from_value(docs[1].clone()).unwrap();
+    assert_eq!(registration.metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(registration.spec.service_account_name, "greeter-plugin");
+    let source = registration.spec.plugin.module.config_map.unwrap();
+    assert_eq!((source.namespace.as_str(), source.name.as_str()), ("team-a", "greeter"));
 }

@@ -113,6 +113,59 @@ pub fn related_objects(ctx: &Context, namespace: Option<&str>) -> Vec<Value> {
 
 use kube::ResourceExt;
 
+/// A child to apply.
+struct Pending {
+    api: Api<DynamicObject>,
+    kind: KindRef,
+    name: String,
+    prepared: Value,
+    create_only: bool,
+    /// Whether the host's cache has it (so it is known to be ours).
+    cached: bool,
+}
+
+impl Pending {
+    /// Applies the child; `false` when it was left alone (create-only and
+    /// already there).
+    async fn apply(self, params: &PatchParams, parent: &ParentRef) -> Result<bool, ApplyError> {
+        let Self {
+            api,
+            kind,
+            name,
+            prepared,
+            create_only,
+            cached,
+        } = self;
+        if !cached {
+            // Not in our cache: make sure we are not taking over an object
+            // somebody else owns.
+            let existing = api.get_opt(&name).await.map_err(|source| ApplyError::Apply {
+                kind: kind.clone(),
+                name: name.clone(),
+                source,
+            })?;
+            if let Some(existing) = existing {
+                let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
+                if !children::is_owned_by(&existing, &parent.uid) {
+                    return Err(ApplyError::NotOwned {
+                        kind,
+                        name,
+                        parent: parent.kind.kind.clone(),
+                    });
+                }
+                if create_only {
+                    // Ours already, not yet in the cache: leave it.
+                    return Ok(false);
+                }
+            }
+        }
+        api.patch(&name, params, &Patch::Apply(&prepared))
+            .await
+            .map(|_| true)
+            .map_err(|source| ApplyError::Apply { kind, name, source })
+    }
+}
+
 /// Applies every desired child that differs from what is observed, then
 /// deletes owned children that are no longer desired.
 pub async fn children(
@@ -126,7 +179,7 @@ pub async fn children(
     let mut writes = Writes::default();
     let params = &PatchParams::apply(field_manager).force();
     let mut wanted = HashSet::new();
-    let mut applies = Vec::new();
+    let mut pending = Vec::new();
     for child in desired {
         let kind = KindRef::of(child).expect("validated child has a kind");
         let served = ctx
@@ -148,36 +201,32 @@ pub async fn children(
             writes.skipped += 1;
             continue;
         }
-        let api = api(ctx, served, parent.namespace.as_deref());
-        applies.push(async move {
-            if current.is_none() {
-                // Not in our cache: make sure we are not taking over an
-                // object somebody else owns.
-                if let Some(existing) = api.get_opt(&name).await.map_err(|source| ApplyError::Apply {
-                    kind: kind.clone(),
-                    name: name.clone(),
-                    source,
-                })? {
-                    let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
-                    if !children::is_owned_by(&existing, &parent.uid) {
-                        return Err(ApplyError::NotOwned {
-                            kind,
-                            name,
-                            parent: parent.kind.kind.clone(),
-                        });
-                    }
-                    if create_only {
-                        // Ours already, not yet in the cache: leave it.
-                        return Ok(false);
-                    }
-                }
-            }
-            api.patch(&name, params, &Patch::Apply(&prepared))
-                .await
-                .map(|_| true)
-                .map_err(|source| ApplyError::Apply { kind, name, source })
+        pending.push(Pending {
+            api: api(ctx, served, parent.namespace.as_deref()),
+            kind,
+            name,
+            prepared,
+            create_only,
+            cached: current.is_some(),
         });
     }
+    if ctx.dry_run_first {
+        let dry_run = &PatchParams::apply(field_manager).force().dry_run();
+        let checks = pending.iter().map(|p| async move {
+            p.api
+                .patch(&p.name, dry_run, &Patch::Apply(&p.prepared))
+                .await
+                .map_err(|source| ApplyError::Apply {
+                    kind: p.kind.clone(),
+                    name: p.name.clone(),
+                    source,
+                })
+        });
+        for result in futures::future::join_all(checks).await {
+            result?;
+        }
+    }
+    let applies = pending.into_iter().map(|p| p.apply(params, parent));
     for result in futures::future::join_all(applies).await {
         if result? {
             writes.applied += 1;

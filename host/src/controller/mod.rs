@@ -13,8 +13,10 @@ mod backoff;
 pub mod children;
 mod kinds;
 mod reconcile;
+mod tenant;
 
 pub use kinds::{KindError, ServedKind, resolve};
+pub use tenant::Tenant;
 
 use crate::metrics::Metrics;
 use crate::runtime::{KindRef, Plugin};
@@ -52,6 +54,11 @@ pub struct Registration {
     pub config: Option<Value>,
     /// Whether parents get a finalizer.
     pub finalizer: bool,
+    /// The declaration (`name` or `namespace/name`) it comes from; `None`
+    /// for a file registered from its own `info`.
+    pub declaration: Option<String>,
+    /// The tenant it acts for (a namespaced `ReconcilerPlugin`).
+    pub tenant: Option<Tenant>,
 }
 
 impl Registration {
@@ -63,6 +70,7 @@ impl Registration {
     /// True when `other` needs the same watches (so a swap is enough).
     pub fn same_kinds(&self, other: &Registration) -> bool {
         self.name == other.name
+            && self.tenant == other.tenant
             && self.parent == other.parent
             && self.children == other.children
             && self.related == other.related
@@ -79,6 +87,9 @@ pub struct Shared {
     pub concurrency: u16,
     /// Watch only this namespace (all namespaces when `None`).
     pub namespace: Option<String>,
+    /// The configuration `client` was made from, to act as tenants'
+    /// ServiceAccounts; without it tenant registrations cannot start.
+    pub client_config: Option<kube::Config>,
 }
 
 impl Shared {
@@ -98,6 +109,33 @@ pub enum ControllerError {
     Kind(#[from] KindError),
     #[error("{kind} is cluster-scoped; children must be namespaced like their parent")]
     ClusterScopedChild { kind: KindRef },
+    #[error("{kind} is cluster-scoped; a tenant's plugin only touches namespaced kinds of its namespace")]
+    ClusterScopedForTenant { kind: KindRef },
+    #[error(
+        "{user} may not list {kind} in namespace {namespace}: grant it in the tenant's Role, or narrow the registration"
+    )]
+    Forbidden {
+        user: String,
+        kind: KindRef,
+        namespace: String,
+    },
+    #[error("the host was started without its client configuration, so it cannot act as a tenant's ServiceAccount")]
+    NoImpersonation,
+    #[error("the API refused: {0}")]
+    Client(kube::Error),
+}
+
+impl ControllerError {
+    /// The reason shown on the registration's `Ready` condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kind(_) => "KindNotServed",
+            Self::ClusterScopedChild { .. } | Self::ClusterScopedForTenant { .. } => "ClusterScopedKind",
+            Self::Forbidden { .. } => "Forbidden",
+            Self::NoImpersonation => "NoImpersonation",
+            Self::Client(_) => "ControllerNotStarted",
+        }
+    }
 }
 
 /// What one reconcile of a kind can use.
@@ -109,6 +147,9 @@ pub(crate) struct Context {
     related: Vec<(ServedKind, Store<DynamicObject>)>,
     backoff: Backoff,
     recorder: Recorder,
+    /// Try every write as a server-side dry run first, so a write the API
+    /// refuses (RBAC, admission) leaves nothing half-applied (tenants).
+    dry_run_first: bool,
 }
 
 impl Context {
@@ -137,8 +178,22 @@ pub struct KindController {
 impl KindController {
     /// Resolves the kinds and starts watching and reconciling.
     pub async fn start(shared: Shared, registration: Registration) -> Result<Self, ControllerError> {
+        // Discovery and events as the host; everything else as the tenant.
         let client = shared.client.clone();
+        let recorder = Recorder::new(client.clone(), shared.reporter.clone());
         let parent = resolve(&client, &registration.parent).await?;
+        let shared = match &registration.tenant {
+            Some(tenant) => {
+                let mut kinds = vec![parent.clone()];
+                for kind in registration.children.iter().chain(&registration.related) {
+                    kinds.push(resolve(&client, kind).await?);
+                }
+                let acting = shared.acting_as(tenant)?;
+                tenant::check_access(&acting, tenant, &kinds.iter().collect::<Vec<_>>()).await?;
+                acting
+            }
+            None => shared,
+        };
         let selector = format!("{}={}", children::PLUGIN_LABEL, registration.name);
 
         let parent_api = shared.watch_api(&parent);
@@ -180,7 +235,8 @@ impl KindController {
 
         let name = registration.name.clone();
         let context = Arc::new(Context {
-            recorder: Recorder::new(client.clone(), shared.reporter.clone()),
+            recorder,
+            dry_run_first: registration.tenant.is_some(),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
             registration: RwLock::new(Arc::new(registration)),
             parent,

@@ -1,16 +1,89 @@
-//! `ReconcilerPlugin` objects: a platform admin's registration of a module
-//! in the plugins folder, overriding or narrowing what its `info` says
-//! (kinds, config, limits) and pinning its digest.
+//! Registration objects: a platform admin's `ClusterReconcilerPlugin` or a
+//! tenant's `ReconcilerPlugin`, read as one [`Declaration`], naming a module
+//! and overriding or narrowing what its `info` says (kinds, config, limits)
+//! and pinning its digest.
 //!
-//! [`resolve`] turns one object into a [`Registration`] or a [`Refusal`]
-//! whose reason goes on the object's `Ready` condition.
+//! [`resolve`] turns one declaration into a [`Registration`] or a
+//! [`Refusal`] whose reason goes on the object's `Ready` condition.
 
 use super::folder::PluginFolder;
-use crate::controller::Registration;
-use crate::crd::{ConfigMapModule, ReconcilerPlugin};
+use crate::controller::{Registration, Tenant};
+use crate::crd::{ClusterReconcilerPlugin, ConfigMapModule, PluginSpec, ReconcilerPlugin, ReconcilerPluginStatus};
 use crate::runtime::{KindRef, Limits, Plugin};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use sha2::{Digest, Sha256};
 
-/// Why a `ReconcilerPlugin` does not serve.
+/// Longest label value: a tenant registration's name must fit in one.
+const MAX_LABEL: usize = 63;
+
+/// A registration object of either kind, as the registry needs it.
+#[derive(Debug, Clone)]
+pub struct Declaration {
+    /// `name` for a ClusterReconcilerPlugin, `namespace/name` for a
+    /// ReconcilerPlugin: unique among declarations.
+    pub key: String,
+    /// The kind and name, for messages (`ReconcilerPlugin team-a/greeter`).
+    pub title: String,
+    /// The tenant of a namespaced ReconcilerPlugin.
+    pub tenant: Option<Tenant>,
+    pub spec: PluginSpec,
+    pub generation: Option<i64>,
+    pub status: Option<ReconcilerPluginStatus>,
+    /// Where events about it go.
+    pub object_ref: ObjectReference,
+    /// The plugin name for field manager, labels and metrics.
+    pub registration_name: String,
+}
+
+impl From<&ClusterReconcilerPlugin> for Declaration {
+    fn from(object: &ClusterReconcilerPlugin) -> Self {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        Self {
+            key: name.clone(),
+            title: format!("ClusterReconcilerPlugin {name}"),
+            tenant: None,
+            spec: object.spec.plugin.clone(),
+            generation: object.metadata.generation,
+            status: object.status.clone(),
+            object_ref: object.object_ref(&()),
+            registration_name: name,
+        }
+    }
+}
+
+impl From<&ReconcilerPlugin> for Declaration {
+    fn from(object: &ReconcilerPlugin) -> Self {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let namespace = object.metadata.namespace.clone().unwrap_or_default();
+        Self {
+            key: format!("{namespace}/{name}"),
+            title: format!("ReconcilerPlugin {namespace}/{name}"),
+            registration_name: tenant_registration_name(&namespace, &name),
+            tenant: Some(Tenant {
+                namespace,
+                service_account: object.spec.service_account_name.clone(),
+            }),
+            spec: object.spec.plugin.clone(),
+            generation: object.metadata.generation,
+            status: object.status.clone(),
+            object_ref: object.object_ref(&()),
+        }
+    }
+}
+
+/// `namespace.name`, shortened with a hash to fit a label value.
+fn tenant_registration_name(namespace: &str, name: &str) -> String {
+    let full = format!("{namespace}.{name}");
+    if full.len() <= MAX_LABEL {
+        return full;
+    }
+    let digest = Sha256::digest(full.as_bytes());
+    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hash}", full[..MAX_LABEL - 13].trim_end_matches(['-', '.']))
+}
+
+/// Why a declaration does not serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// CamelCase reason for the `Ready=False` condition.
@@ -20,7 +93,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -28,16 +101,16 @@ impl Refusal {
     }
 }
 
-/// Where a `ReconcilerPlugin`'s module comes from.
-#[derive(Debug, Clone, Copy)]
-pub enum ModuleRef<'a> {
+/// Where a declaration's module comes from.
+#[derive(Debug, Clone)]
+pub enum ModuleRef {
     /// A file of the plugins folder.
-    File(&'a str),
+    File(String),
     /// A ConfigMap key.
-    ConfigMap(&'a ConfigMapModule),
+    ConfigMap(ConfigMapModule),
 }
 
-impl std::fmt::Display for ModuleRef<'_> {
+impl std::fmt::Display for ModuleRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(file) => write!(f, "file {file}"),
@@ -46,22 +119,52 @@ impl std::fmt::Display for ModuleRef<'_> {
     }
 }
 
-/// The module source a `ReconcilerPlugin` names: exactly one.
-pub fn module_ref(object: &ReconcilerPlugin) -> Result<ModuleRef<'_>, Refusal> {
-    let module = &object.spec.module;
-    match (&module.file, &module.config_map) {
-        (Some(file), None) => Ok(ModuleRef::File(file)),
-        (None, Some(config_map)) => Ok(ModuleRef::ConfigMap(config_map)),
-        _ => Err(Refusal::new(
-            "NoModuleSource",
-            "spec.module must name exactly one of file (in the host's plugins folder) and configMap",
+/// The module source a declaration names: exactly one; for a tenant, only
+/// a ConfigMap of its own namespace.
+pub fn module_ref(declaration: &Declaration) -> Result<ModuleRef, Refusal> {
+    let module = &declaration.spec.module;
+    let origin = match (&module.file, &module.config_map) {
+        (Some(file), None) => ModuleRef::File(file.clone()),
+        (None, Some(config_map)) => ModuleRef::ConfigMap(config_map.clone()),
+        _ => {
+            return Err(Refusal::new(
+                "NoModuleSource",
+                "spec.module must name exactly one of file (in the host's plugins folder) and configMap",
+            ));
+        }
+    };
+    match (origin, &declaration.tenant) {
+        (ModuleRef::File(_), Some(_)) => Err(Refusal::new(
+            "FileModuleNotAllowed",
+            "a ReconcilerPlugin takes its module from a ConfigMap of its namespace (spec.module.configMap); \
+             files of the host's plugins folder are for ClusterReconcilerPlugins",
         )),
+        (ModuleRef::ConfigMap(mut module), Some(tenant)) => {
+            if module.namespace.is_empty() {
+                module.namespace = tenant.namespace.clone();
+            }
+            if module.namespace != tenant.namespace {
+                return Err(Refusal::new(
+                    "ModuleOutsideNamespace",
+                    format!(
+                        "spec.module.configMap.namespace is {}: a ReconcilerPlugin reads modules from its own namespace {} only",
+                        module.namespace, tenant.namespace
+                    ),
+                ));
+            }
+            Ok(ModuleRef::ConfigMap(module))
+        }
+        (ModuleRef::ConfigMap(module), None) if module.namespace.is_empty() => Err(Refusal::new(
+            "NoModuleNamespace",
+            "spec.module.configMap.namespace is required in a ClusterReconcilerPlugin",
+        )),
+        (origin, _) => Ok(origin),
     }
 }
 
-/// The module file a `ReconcilerPlugin` names, if any.
-pub fn module_file(object: &ReconcilerPlugin) -> Option<&str> {
-    match module_ref(object) {
+/// The module file a declaration names, if any.
+pub fn module_file(declaration: &Declaration) -> Option<String> {
+    match module_ref(declaration) {
         Ok(ModuleRef::File(file)) => Some(file),
         _ => None,
     }
@@ -75,16 +178,15 @@ pub fn file_module<'a>(folder: &'a PluginFolder, file: &str) -> Result<&'a Plugi
     })
 }
 
-/// The registration a `ReconcilerPlugin` asks for, checked against its
-/// module (`plugin`, loaded from `origin`).
+/// The registration a declaration asks for, checked against its module
+/// (`plugin`, loaded from `origin`).
 pub fn resolve(
-    object: &ReconcilerPlugin,
+    declaration: &Declaration,
     plugin: Result<&Plugin, Refusal>,
-    origin: ModuleRef<'_>,
+    origin: &ModuleRef,
     defaults: Limits,
 ) -> Result<Registration, Refusal> {
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let spec = &object.spec;
+    let spec = &declaration.spec;
     let plugin = plugin?;
     if let Some(pin) = &spec.module.sha256
         && !pin.eq_ignore_ascii_case(plugin.digest())
@@ -117,8 +219,10 @@ pub fn resolve(
         "related kinds",
     )?;
     Ok(Registration {
-        name: name.clone(),
-        source: format!("ReconcilerPlugin {name} ({origin})"),
+        name: declaration.registration_name.clone(),
+        source: format!("{} ({origin})", declaration.title),
+        declaration: Some(declaration.key.clone()),
+        tenant: declaration.tenant.clone(),
         plugin: plugin.with_limits(spec.limits.over(defaults)),
         parent: info.parent.clone(),
         children,

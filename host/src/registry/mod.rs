@@ -1,17 +1,20 @@
 //! The registry: which plugin serves which parent kind, and one running
 //! controller per registration kept in step with it.
 //!
-//! Registrations come from two places, read again on every [`Registry::sync`]:
-//! - `ReconcilerPlugin` objects, each naming a module (a file of the plugins
-//!   folder or a ConfigMap key) and overriding kinds, config and limits (see
-//!   [`declared`]);
-//! - every other `*.wasm` of the folder, registered from its own `info`.
+//! Registrations come from three places, read again on every [`Registry::sync`]:
+//! - `ClusterReconcilerPlugin` objects (platform admins), each naming a
+//!   module (a file of the plugins folder or a ConfigMap key) and overriding
+//!   kinds, config and limits (see [`declared`]);
+//! - every other `*.wasm` of the folder, registered from its own `info`;
+//! - `ReconcilerPlugin` objects (tenants): a module from a ConfigMap of the
+//!   tenant's namespace, serving parents of that namespace only, acting as
+//!   the tenant's ServiceAccount.
 //!
-//! A parent kind has one registration: `ReconcilerPlugin`s first (by name),
-//! then files (by name); a later claim is refused and reported. When a
-//! `ReconcilerPlugin` that served turns bad (a corrupt new module, a pin that
-//! does not match), its last good module keeps serving and the reason is
-//! shown on it.
+//! A parent kind has one registration cluster-wide (ClusterReconcilerPlugins
+//! first, by name, then files) or else one per tenant namespace; a later
+//! claim is refused and reported. When a declaration that served turns bad
+//! (a corrupt new module, a pin that does not match), its last good module
+//! keeps serving and the reason is shown on it.
 
 pub mod configmap;
 pub mod declared;
@@ -21,15 +24,19 @@ mod report;
 pub use folder::PluginFolder;
 
 use crate::controller::{KindController, Registration, Shared};
-use crate::crd::{ConfigMapModule, ReconcilerPlugin};
+use crate::crd::{ClusterReconcilerPlugin, ConfigMapModule, ReconcilerPlugin};
 use crate::runtime::{KindRef, Limits, Runtime};
 use configmap::ConfigMapModules;
-use declared::{ModuleRef, Refusal};
+use declared::{Declaration, ModuleRef, Refusal};
 use kube::Api;
 use kube::runtime::events::Recorder;
 use report::Readiness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+/// Where a registration serves: a parent kind, cluster-wide (`None`) or in
+/// one tenant namespace.
+type Scope = (KindRef, Option<String>);
 
 /// The registrations in force and their controllers.
 pub struct Registry {
@@ -38,33 +45,43 @@ pub struct Registry {
     limits: Limits,
     folder: PluginFolder,
     config_maps: ConfigMapModules,
-    declarations: Api<ReconcilerPlugin>,
+    cluster_declarations: Api<ClusterReconcilerPlugin>,
+    tenant_declarations: Api<ReconcilerPlugin>,
     recorder: Recorder,
-    /// The last registration that served, per `ReconcilerPlugin`.
+    /// The last registration that served, per declaration key.
     last_good: BTreeMap<String, Registration>,
-    /// The last list of `ReconcilerPlugin`s read (kept when a read fails).
-    declared: Vec<ReconcilerPlugin>,
-    /// Whether the `ReconcilerPlugin` CRD is missing (reported once).
-    crd_missing: bool,
-    running: BTreeMap<KindRef, KindController>,
-    /// Why a registration's controller did not start, by registration name.
-    start_errors: BTreeMap<String, String>,
+    /// The last lists read (each kept when a read fails): cluster
+    /// declarations, then tenant declarations.
+    cluster_declared: Vec<Declaration>,
+    tenant_declared: Vec<Declaration>,
+    /// Which registration CRDs are missing (reported once each).
+    crds_missing: BTreeSet<&'static str>,
+    running: BTreeMap<Scope, KindController>,
+    /// Why a registration's controller did not start (reason, message), by
+    /// declaration key.
+    start_errors: BTreeMap<String, (&'static str, String)>,
 }
 
 impl Registry {
     /// An empty registry over the plugins folder `dir`.
     pub fn new(runtime: Runtime, shared: Shared, dir: &Path, limits: Limits) -> Self {
+        let client = shared.client.clone();
         Self {
-            declarations: Api::all(shared.client.clone()),
-            config_maps: ConfigMapModules::new(shared.client.clone()),
-            recorder: Recorder::new(shared.client.clone(), shared.reporter.clone()),
+            cluster_declarations: Api::all(client.clone()),
+            tenant_declarations: match &shared.namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            },
+            config_maps: ConfigMapModules::new(client.clone()),
+            recorder: Recorder::new(client, shared.reporter.clone()),
             last_good: BTreeMap::new(),
             runtime,
             shared,
             limits,
             folder: PluginFolder::new(dir),
-            declared: Vec::new(),
-            crd_missing: false,
+            cluster_declared: Vec::new(),
+            tenant_declared: Vec::new(),
+            crds_missing: BTreeSet::new(),
             running: BTreeMap::new(),
             start_errors: BTreeMap::new(),
         }
@@ -72,21 +89,25 @@ impl Registry {
 
     /// Parent kinds with a running controller.
     pub fn running_kinds(&self) -> Vec<KindRef> {
-        self.running.keys().cloned().collect()
+        self.running.keys().map(|(kind, _)| kind.clone()).collect()
     }
 
-    /// Re-reads the folder and the `ReconcilerPlugin`s and brings the
-    /// controllers in line: new kinds start, changed modules are swapped in,
-    /// removed ones stop. Kinds the API does not serve yet are retried on
-    /// the next call. Then reports each `ReconcilerPlugin`'s state.
+    /// Re-reads the folder and the registration objects and brings the
+    /// controllers in line: new registrations start, changed modules are
+    /// swapped in, removed ones stop. Kinds the API does not serve yet are
+    /// retried on the next call. Then reports each declaration's state.
     pub async fn sync(&mut self) {
         self.folder.refresh(&self.runtime, self.limits).await;
-        self.read_declarations().await;
+        if let Some(list) = read(&self.cluster_declarations, &mut self.crds_missing).await {
+            self.cluster_declared = list.iter().map(Declaration::from).collect();
+        }
+        if let Some(list) = read(&self.tenant_declarations, &mut self.crds_missing).await {
+            self.tenant_declared = list.iter().map(Declaration::from).collect();
+        }
         let modules: BTreeSet<ConfigMapModule> = self
-            .declared
-            .iter()
-            .filter_map(|o| match declared::module_ref(o) {
-                Ok(ModuleRef::ConfigMap(m)) => Some(m.clone()),
+            .declarations()
+            .filter_map(|d| match declared::module_ref(d) {
+                Ok(ModuleRef::ConfigMap(m)) => Some(m),
                 _ => None,
             })
             .collect();
@@ -98,76 +119,65 @@ impl Registry {
         self.shared.metrics.module_cache(hits, misses);
     }
 
-    async fn read_declarations(&mut self) {
-        match self.declarations.list(&Default::default()).await {
-            Ok(list) => {
-                self.crd_missing = false;
-                self.declared = list.items;
-                self.declared.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                if !self.crd_missing {
-                    tracing::info!("the ReconcilerPlugin CRD is not installed: serving the plugins folder only");
-                }
-                self.crd_missing = true;
-                self.declared.clear();
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list ReconcilerPlugins; keeping the last known"),
-        }
+    /// Every declaration: cluster ones first, each list sorted by key.
+    fn declarations(&self) -> impl Iterator<Item = &Declaration> {
+        self.cluster_declared.iter().chain(&self.tenant_declared)
     }
 
-    /// One registration per parent kind, and the refused declarations.
-    fn desired(&mut self) -> (BTreeMap<KindRef, Registration>, BTreeMap<String, Refusal>) {
-        let mut wanted: BTreeMap<KindRef, Registration> = BTreeMap::new();
-        let mut refused = BTreeMap::new();
-        let claimed: BTreeSet<String> = self
-            .declared
-            .iter()
-            .filter_map(declared::module_file)
-            .map(str::to_owned)
-            .collect();
-        let names: BTreeSet<String> = self.declared.iter().filter_map(|o| o.metadata.name.clone()).collect();
-        self.last_good.retain(|name, _| names.contains(name));
-        for object in &self.declared {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            let resolved = declared::module_ref(object).and_then(|origin| {
-                let plugin = match origin {
-                    ModuleRef::File(file) => declared::file_module(&self.folder, file),
-                    ModuleRef::ConfigMap(module) => self.config_maps.get(module),
-                };
-                declared::resolve(object, plugin, origin, self.limits)
-            });
-            let registration = match resolved {
-                Ok(registration) => {
-                    self.last_good.insert(name.clone(), registration.clone());
-                    registration
-                }
-                Err(mut refusal) => {
+    /// The registration a declaration asks for, or why not; a declaration
+    /// that served before keeps its last good registration.
+    fn registration_of(
+        &mut self,
+        declaration: &Declaration,
+        refused: &mut BTreeMap<String, Refusal>,
+    ) -> Option<Registration> {
+        let resolved = declared::module_ref(declaration).and_then(|origin| {
+            let plugin = match &origin {
+                ModuleRef::File(file) => declared::file_module(&self.folder, file),
+                ModuleRef::ConfigMap(module) => self.config_maps.get(module),
+            };
+            declared::resolve(declaration, plugin, &origin, self.limits)
+        });
+        match resolved {
+            Ok(registration) => {
+                self.last_good.insert(declaration.key.clone(), registration.clone());
+                Some(registration)
+            }
+            Err(mut refusal) => {
+                let previous = self.last_good.get(&declaration.key).cloned();
+                if let Some(previous) = &previous {
                     // Keep serving what served before the bad change.
-                    let Some(previous) = self.last_good.get(&name) else {
-                        refused.insert(name, refusal);
-                        continue;
-                    };
                     refusal.message = format!(
                         "{}; still serving the previous module (sha256 {})",
                         refusal.message,
                         previous.plugin.digest()
                     );
-                    refused.insert(name.clone(), refusal);
-                    previous.clone()
                 }
+                refused.insert(declaration.key.clone(), refusal);
+                previous
+            }
+        }
+    }
+
+    /// One registration per scope, and the refused declarations.
+    fn desired(&mut self) -> (BTreeMap<Scope, Registration>, BTreeMap<String, Refusal>) {
+        let mut wanted: BTreeMap<Scope, Registration> = BTreeMap::new();
+        let mut refused = BTreeMap::new();
+        let claimed: BTreeSet<String> = self.cluster_declared.iter().filter_map(declared::module_file).collect();
+        let keys: BTreeSet<String> = self.declarations().map(|d| d.key.clone()).collect();
+        self.last_good.retain(|key, _| keys.contains(key));
+
+        let cluster = self.cluster_declared.clone();
+        for declaration in &cluster {
+            let Some(registration) = self.registration_of(declaration, &mut refused) else {
+                continue;
             };
-            if let Some(taken) = wanted.get(&registration.parent) {
+            let scope = (registration.parent.clone(), None);
+            if let Some(taken) = wanted.get(&scope) {
                 let message = format!("{} is already served by {}", registration.parent, taken.source);
-                refused.insert(
-                    name,
-                    Refusal {
-                        reason: "ParentKindTaken",
-                        message,
-                    },
-                );
+                refused.insert(declaration.key.clone(), Refusal::new("ParentKindTaken", message));
             } else {
-                wanted.insert(registration.parent.clone(), registration);
+                wanted.insert(scope, registration);
             }
         }
         for (file, plugin) in self.folder.plugins() {
@@ -175,12 +185,13 @@ impl Registry {
                 continue;
             }
             let info = plugin.info();
-            if let Some(taken) = wanted.get(&info.parent) {
+            let scope = (info.parent.clone(), None);
+            if let Some(taken) = wanted.get(&scope) {
                 tracing::debug!(file = %file, kind = %info.parent, by = %taken.source, "parent kind already registered; module ignored");
                 continue;
             }
             wanted.insert(
-                info.parent.clone(),
+                scope,
                 Registration {
                     name: info.name.clone(),
                     source: format!("file {file}"),
@@ -190,50 +201,71 @@ impl Registry {
                     related: info.related.clone(),
                     config: None,
                     finalizer: info.finalizer,
+                    declaration: None,
+                    tenant: None,
                 },
             );
+        }
+        let tenants = self.tenant_declared.clone();
+        for declaration in &tenants {
+            let Some(registration) = self.registration_of(declaration, &mut refused) else {
+                continue;
+            };
+            let namespace = registration.tenant.as_ref().map(|t| t.namespace.clone());
+            let taken = wanted
+                .get(&(registration.parent.clone(), None))
+                .or_else(|| wanted.get(&(registration.parent.clone(), namespace.clone())));
+            if let Some(taken) = taken {
+                let message = format!("{} is already served here by {}", registration.parent, taken.source);
+                refused.insert(declaration.key.clone(), Refusal::new("ParentKindTaken", message));
+            } else {
+                wanted.insert((registration.parent.clone(), namespace), registration);
+            }
         }
         (wanted, refused)
     }
 
-    async fn reconcile_controllers(&mut self, wanted: BTreeMap<KindRef, Registration>) {
-        let gone: Vec<KindRef> = self
+    async fn reconcile_controllers(&mut self, wanted: BTreeMap<Scope, Registration>) {
+        let gone: Vec<Scope> = self
             .running
             .keys()
             .filter(|k| !wanted.contains_key(*k))
             .cloned()
             .collect();
-        for kind in gone {
-            if let Some(controller) = self.running.remove(&kind) {
-                tracing::info!(kind = %kind, plugin = %controller.registration().name, "registration removed; controller stopped");
+        for scope in gone {
+            if let Some(controller) = self.running.remove(&scope) {
+                tracing::info!(kind = %scope.0, namespace = ?scope.1, plugin = %controller.registration().name, "registration removed; controller stopped");
                 controller.stop();
             }
         }
         self.start_errors.clear();
-        for (kind, registration) in wanted {
-            match self.running.get(&kind) {
+        for (scope, registration) in wanted {
+            match self.running.get(&scope) {
                 Some(running) if running.registration().same_kinds(&registration) => {
                     let current = running.registration();
                     if current.plugin.digest() != registration.plugin.digest()
                         || current.config != registration.config
                         || current.plugin.limits() != registration.plugin.limits()
                     {
-                        tracing::info!(kind = %kind, plugin = %registration.name, digest = %registration.plugin.digest(), "new module or settings swapped in");
+                        tracing::info!(kind = %scope.0, plugin = %registration.name, digest = %registration.plugin.digest(), "new module or settings swapped in");
                         running.update(registration);
                     }
                 }
                 _ => {
-                    if let Some(old) = self.running.remove(&kind) {
+                    if let Some(old) = self.running.remove(&scope) {
                         old.stop();
                     }
                     let name = registration.name.clone();
+                    let key = registration.declaration.clone();
                     match KindController::start(self.shared.clone(), registration).await {
                         Ok(controller) => {
-                            self.running.insert(kind, controller);
+                            self.running.insert(scope, controller);
                         }
                         Err(e) => {
                             tracing::warn!(plugin = %name, error = %e, "controller not started; retrying");
-                            self.start_errors.insert(name, e.to_string());
+                            if let Some(key) = key {
+                                self.start_errors.insert(key, (e.reason(), e.to_string()));
+                            }
                         }
                     }
                 }
@@ -241,15 +273,15 @@ impl Registry {
         }
     }
 
-    /// Writes each `ReconcilerPlugin`'s `Ready` condition where it changed.
+    /// Writes each declaration's `Ready` condition where it changed.
     async fn report(&self, refused: BTreeMap<String, Refusal>) {
-        for object in &self.declared {
-            let name = object.metadata.name.clone().unwrap_or_default();
+        for declaration in self.declarations() {
+            let key = &declaration.key;
             let serving = self
                 .running
                 .values()
                 .map(KindController::registration)
-                .find(|r| r.name == name);
+                .find(|r| r.declaration.as_ref() == Some(key));
             let (digest, plugin) = match &serving {
                 Some(r) => (
                     Some(r.plugin.digest().to_owned()),
@@ -257,10 +289,10 @@ impl Registry {
                 ),
                 None => (None, None),
             };
-            let (ready, reason, message) = if let Some(refusal) = refused.get(&name) {
+            let (ready, reason, message) = if let Some(refusal) = refused.get(key) {
                 (false, refusal.reason.to_owned(), refusal.message.clone())
-            } else if let Some(error) = self.start_errors.get(&name) {
-                (false, "ControllerNotStarted".to_owned(), error.clone())
+            } else if let Some((reason, error)) = self.start_errors.get(key) {
+                (false, (*reason).to_owned(), error.clone())
             } else if let Some(registration) = &serving {
                 let message = format!("reconciling {} with {}", registration.parent, registration.source);
                 (true, "Serving".to_owned(), message)
@@ -274,9 +306,47 @@ impl Registry {
                 digest,
                 plugin,
             };
-            if report::write_status(&self.declarations, object, &readiness).await {
-                report::publish_event(&self.recorder, object, &readiness).await;
+            let changed = match &declaration.tenant {
+                None => report::write_status(&self.cluster_declarations, declaration, &readiness).await,
+                Some(tenant) => {
+                    let api: Api<ReconcilerPlugin> = Api::namespaced(self.shared.client.clone(), &tenant.namespace);
+                    report::write_status(&api, declaration, &readiness).await
+                }
+            };
+            if changed {
+                report::publish_event(&self.recorder, declaration, &readiness).await;
             }
+        }
+    }
+}
+
+/// Lists a registration kind, sorted by key; `None` (keep the last list)
+/// when the read fails, empty when its CRD is not installed.
+async fn read<K>(api: &Api<K>, crds_missing: &mut BTreeSet<&'static str>) -> Option<Vec<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind: &'static str = if K::kind(&()) == "ClusterReconcilerPlugin" {
+        "ClusterReconcilerPlugin"
+    } else {
+        "ReconcilerPlugin"
+    };
+    match api.list(&Default::default()).await {
+        Ok(list) => {
+            crds_missing.remove(kind);
+            let mut items = list.items;
+            items.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
+            Some(items)
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            if crds_missing.insert(kind) {
+                tracing::info!(kind, "the CRD is not installed: no registrations of this kind");
+            }
+            Some(Vec::new())
+        }
+        Err(e) => {
+            tracing::warn!(kind, error = %e, "cannot list registrations; keeping the last known");
+            None
         }
     }
 }

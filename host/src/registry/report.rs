@@ -1,14 +1,17 @@
-//! The status of `ReconcilerPlugin` objects: `Ready` with a reason, the
-//! digest and plugin that serve. Written by server-side apply on the status
+//! The status of registration objects (`ClusterReconcilerPlugin`,
+//! `ReconcilerPlugin`): `Ready` with a reason, the digest and plugin that
+//! serve. Written by server-side apply on the status
 //! subresource, and only when it changed, so a steady state makes no writes.
 
-use crate::crd::{ReconcilerPlugin, ReconcilerPluginStatus, RegistrationCondition};
+use super::declared::Declaration;
+use crate::crd::{ReconcilerPluginStatus, RegistrationCondition};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
-/// Field manager of the host's writes to `ReconcilerPlugin` status.
+/// Field manager of the host's writes to registration status.
 const MANAGER: &str = "trellis";
 
 /// What a registration's `Ready` condition should say.
@@ -25,8 +28,8 @@ pub struct Readiness {
 
 /// The status `object` should have, keeping the transition time of an
 /// unchanged condition.
-pub fn desired_status(object: &ReconcilerPlugin, readiness: &Readiness, now: &str) -> ReconcilerPluginStatus {
-    let generation = object.metadata.generation;
+pub fn desired_status(object: &Declaration, readiness: &Readiness, now: &str) -> ReconcilerPluginStatus {
+    let generation = object.generation;
     let status = if readiness.ready { "True" } else { "False" };
     let previous = object
         .status
@@ -52,9 +55,13 @@ pub fn desired_status(object: &ReconcilerPlugin, readiness: &Readiness, now: &st
 }
 
 /// Writes the status if it differs from what the object has; returns
-/// whether the `Ready` condition changed (worth an event).
-pub async fn write_status(api: &Api<ReconcilerPlugin>, object: &ReconcilerPlugin, readiness: &Readiness) -> bool {
-    let name = object.metadata.name.clone().unwrap_or_default();
+/// whether the `Ready` condition changed (worth an event). `api` is the
+/// object's kind (in its namespace, for a `ReconcilerPlugin`).
+pub async fn write_status<K>(api: &Api<K>, object: &Declaration, readiness: &Readiness) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.object_ref.name.clone().unwrap_or_default();
     let wanted = desired_status(object, readiness, &crate::status::now());
     if object.status.as_ref() == Some(&wanted) {
         return false;
@@ -69,8 +76,8 @@ pub async fn write_status(api: &Api<ReconcilerPlugin>, object: &ReconcilerPlugin
                 || c.message != wanted.conditions[0].message
         });
     let patch = json!({
-        "apiVersion": "trellis.dev/v1alpha1",
-        "kind": "ReconcilerPlugin",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": wanted,
     });
     match api
@@ -78,11 +85,11 @@ pub async fn write_status(api: &Api<ReconcilerPlugin>, object: &ReconcilerPlugin
         .await
     {
         Ok(_) => {
-            tracing::info!(registration = %name, ready = readiness.ready, reason = %readiness.reason, "registration status written");
+            tracing::info!(registration = %object.key, ready = readiness.ready, reason = %readiness.reason, "registration status written");
             condition_changed
         }
         Err(e) => {
-            tracing::warn!(registration = %name, error = %e, "could not write the registration status");
+            tracing::warn!(registration = %object.key, error = %e, "could not write the registration status");
             false
         }
     }
@@ -90,7 +97,7 @@ pub async fn write_status(api: &Api<ReconcilerPlugin>, object: &ReconcilerPlugin
 
 /// An event on the registration: Warning with the reason when it is not
 /// ready, Normal when it serves.
-pub async fn publish_event(recorder: &Recorder, object: &ReconcilerPlugin, readiness: &Readiness) {
+pub async fn publish_event(recorder: &Recorder, object: &Declaration, readiness: &Readiness) {
     let event = Event {
         type_: if readiness.ready {
             EventType::Normal
@@ -102,7 +109,7 @@ pub async fn publish_event(recorder: &Recorder, object: &ReconcilerPlugin, readi
         action: "Register".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, &object.object_ref).await {
         tracing::debug!(error = %e, "could not record a registration event");
     }
 }

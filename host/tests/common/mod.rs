@@ -192,7 +192,10 @@ pub fn counter(metrics: &Metrics, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The CRD of `ReconcilerPlugin`, as shipped.
+/// The CRD of `ClusterReconcilerPlugin`, as shipped.
+pub const CLUSTER_RECONCILER_PLUGIN_CRD: &str =
+    include_str!("../../../deploy/crds/trellis.dev_clusterreconcilerplugins.yaml");
+/// The CRD of the namespaced (tenant) `ReconcilerPlugin`, as shipped.
 pub const RECONCILER_PLUGIN_CRD: &str = include_str!("../../../deploy/crds/trellis.dev_reconcilerplugins.yaml");
 
 /// A CRD for the hostile test plugin's parent kind, `test.trellis.dev/v1` `Hostile`.
@@ -269,7 +272,7 @@ spec:
 "#;
 
 /// Server-side applies every document of a YAML stream (ConfigMaps and
-/// `ReconcilerPlugin`s, as `trellis plugin pack` prints them).
+/// registrations, as `trellis plugin pack` prints them).
 pub async fn apply_yaml_stream(client: &kube::Client, yaml: &str) {
     use kube::api::{ApiResource, GroupVersionKind};
     for document in serde_yaml::Deserializer::from_str(yaml) {

@@ -18,6 +18,7 @@ impl Reconciler for Hostile {
             .child::<ConfigMap>()
             .child::<Secret>()
             .child::<ClusterRoleBinding>()
+            .related::<Secret>()
             .with_finalizer()
     }
 

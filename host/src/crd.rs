@@ -155,6 +155,11 @@ pub struct PluginLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65536))]
     pub max_output_kib: Option<usize>,
+    /// Reconciles of this plugin running at once (its own queue feeds them);
+    /// at most the host's `--concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_concurrent_reconciles: Option<u16>,
 }
 
 impl PluginLimits {

@@ -13,7 +13,7 @@ mod common;
 
 use common::{
     CLUSTER_RECONCILER_PLUGIN_CRD, GREETER_CRD, HOSTILE_CRD, RECONCILER_PLUGIN_CRD, SETTLE, TestHost,
-    apply_yaml_stream, dynamic_api, eventually_ready_is, hostile, hostile_api,
+    apply_yaml_stream, counter, dynamic_api, eventually_ready_is, hostile, hostile_api,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -72,19 +72,23 @@ async fn onboard(ns: &TestNamespace, name: &str, plugin_crate: &str, rules: Valu
 /// `reason`; returns the message.
 async fn registration_is(ns: &TestNamespace, name: &str, status: &str, reason: &str) -> String {
     let registrations: Api<ReconcilerPlugin> = Api::namespaced(ns.client(), ns.name());
-    until(&format!("{}/{name} to be {status} ({reason})", ns.name()), SETTLE, || async {
-        let object = registrations.get(name).await.map_err(|e| e.to_string())?;
-        let ready = object
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .ok_or("no Ready condition yet")?;
-        if ready.status == status && ready.reason == reason {
-            Ok(ready.message.clone())
-        } else {
-            Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
-        }
-    })
+    until(
+        &format!("{}/{name} to be {status} ({reason})", ns.name()),
+        SETTLE,
+        || async {
+            let object = registrations.get(name).await.map_err(|e| e.to_string())?;
+            let ready = object
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .ok_or("no Ready condition yet")?;
+            if ready.status == status && ready.reason == reason {
+                Ok(ready.message.clone())
+            } else {
+                Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
+            }
+        },
+    )
     .await
 }
 
@@ -152,7 +156,10 @@ async fn snapshot(client: &kube::Client, except: &str) -> BTreeMap<String, Strin
             if namespace == except {
                 continue;
             }
-            let key = format!("{kind} {namespace}/{}", object.metadata.name.clone().unwrap_or_default());
+            let key = format!(
+                "{kind} {namespace}/{}",
+                object.metadata.name.clone().unwrap_or_default()
+            );
             out.insert(key, object.metadata.resource_version.clone().unwrap_or_default());
         }
     }
@@ -165,12 +172,17 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
     let team_b = TestNamespace::create("team-b").await;
     let team_c = TestNamespace::create("team-c").await;
     let admin = team_a.client();
-    for crd in [CLUSTER_RECONCILER_PLUGIN_CRD, RECONCILER_PLUGIN_CRD, GREETER_CRD, HOSTILE_CRD] {
+    for crd in [
+        CLUSTER_RECONCILER_PLUGIN_CRD,
+        RECONCILER_PLUGIN_CRD,
+        GREETER_CRD,
+        HOSTILE_CRD,
+    ] {
         install_crd(&admin, &crd_from_yaml(crd)).await;
     }
     // One host for every namespace, able to act as tenants' ServiceAccounts.
     let config = team_a.env().config();
-    let _host = TestHost::start_with_client(admin.clone(), tempfile::tempdir().unwrap(), |mut o| {
+    let host = TestHost::start_with_client(admin.clone(), tempfile::tempdir().unwrap(), |mut o| {
         o.client_config = Some(config);
         o
     })
@@ -181,7 +193,11 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
         &team_b,
         "greeter",
         "trellis-test-greeter-v1",
-        rules("test.trellis.dev", "greeters", &["get", "list", "watch", "create", "patch", "update", "delete"]),
+        rules(
+            "test.trellis.dev",
+            "greeters",
+            &["get", "list", "watch", "create", "patch", "update", "delete"],
+        ),
         json!({}),
     )
     .await;
@@ -194,8 +210,13 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
         &team_a,
         "hostile",
         "trellis-test-hostile",
-        rules("test.trellis.dev", "hostiles", &["get", "list", "watch", "patch", "update", "delete"]),
-        json!({"children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "related": [], "limits": {"timeoutMs": 300}}),
+        rules(
+            "test.trellis.dev",
+            "hostiles",
+            &["get", "list", "watch", "patch", "update", "delete"],
+        ),
+        json!({"children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "related": [],
+               "limits": {"timeoutMs": 300, "maxConcurrentReconciles": 2}}),
     )
     .await;
     registration_is(&team_a, "hostile", "True", "Serving").await;
@@ -227,7 +248,11 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
     for i in 0..6 {
         let name = format!("loop-{i}");
         hostiles
-            .patch(&name, &PatchParams::apply("team-a"), &Patch::Apply(&hostile(&name, "loop")))
+            .patch(
+                &name,
+                &PatchParams::apply("team-a"),
+                &Patch::Apply(&hostile(&name, "loop")),
+            )
             .await
             .unwrap();
     }
@@ -238,11 +263,35 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
     // Team B while team A misbehaves.
     let stormy = greeter_latencies(&team_b, "stormy", 5).await;
     let (calm_median, stormy_median) = (median(&calm), median(&stormy));
-    println!("team B create-to-child latency: calm median {calm_median:.3} s {calm:?}; with team A hostile {stormy_median:.3} s {stormy:?}");
+    println!(
+        "team B create-to-child latency: calm median {calm_median:.3} s {calm:?}; with team A hostile {stormy_median:.3} s {stormy:?}"
+    );
     assert!(
         stormy_median <= calm_median * 3.0 + 0.5,
         "team B slowed down: {calm_median:.3} s -> {stormy_median:.3} s"
     );
+    // Per-plugin metrics tell the two apart.
+    let plugin_a = format!("{}.hostile", team_a.name());
+    let plugin_b = format!("{}.greeter", team_b.name());
+    let timeouts_a = counter(
+        &host.metrics,
+        &format!("trellis_reconcile_errors_total{{plugin=\"{plugin_a}\",cause=\"PluginTimeout\"}}"),
+    );
+    let reconciles_b = counter(
+        &host.metrics,
+        &format!("trellis_reconciles_total{{plugin=\"{plugin_b}\"}}"),
+    );
+    println!("metrics: {plugin_a} timeouts {timeouts_a}, {plugin_b} reconciles {reconciles_b}");
+    assert!(timeouts_a >= 7.0, "team A's timeouts: {timeouts_a}");
+    assert!(reconciles_b >= 10.0, "team B's reconciles: {reconciles_b}");
+    let errors_b: Vec<String> = host
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("trellis_reconcile_errors_total") && l.contains(&plugin_b))
+        .map(str::to_owned)
+        .collect();
+    assert!(errors_b.is_empty(), "team B had errors: {errors_b:?}");
 
     // Team C asks for Secrets its ServiceAccount may not read: refused up
     // front, no Secret ever reaches the plugin.
@@ -250,7 +299,11 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
         &team_c,
         "hostile",
         "trellis-test-hostile",
-        rules("test.trellis.dev", "hostiles", &["get", "list", "watch", "create", "patch", "update", "delete"]),
+        rules(
+            "test.trellis.dev",
+            "hostiles",
+            &["get", "list", "watch", "create", "patch", "update", "delete"],
+        ),
         json!({"children": [{"apiVersion": "v1", "kind": "ConfigMap"}]}),
     )
     .await;
@@ -260,7 +313,10 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
     let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), team_c.name());
     for (name, module) in [
         ("from-file", json!({"file": "msdeploy.wasm"})),
-        ("from-elsewhere", json!({"configMap": {"namespace": team_b.name(), "name": "greeter"}})),
+        (
+            "from-elsewhere",
+            json!({"configMap": {"namespace": team_b.name(), "name": "greeter"}}),
+        ),
     ] {
         let object = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin",
             "metadata": {"name": name}, "spec": {"module": module, "serviceAccountName": PLUGIN_SA}});

@@ -59,6 +59,8 @@ pub struct Registration {
     pub declaration: Option<String>,
     /// The tenant it acts for (a namespaced `ReconcilerPlugin`).
     pub tenant: Option<Tenant>,
+    /// Its reconciles at once, if it asks for fewer than the host's limit.
+    pub max_concurrent_reconciles: Option<u16>,
 }
 
 impl Registration {
@@ -74,6 +76,7 @@ impl Registration {
             && self.parent == other.parent
             && self.children == other.children
             && self.related == other.related
+            && self.max_concurrent_reconciles == other.max_concurrent_reconciles
     }
 }
 
@@ -244,7 +247,12 @@ impl KindController {
             related: related_stores,
             shared,
         });
-        let concurrency = context.shared.concurrency;
+        // Each plugin has its own queue and its own share of workers: one
+        // plugin's slow or failing reconciles never hold another's.
+        let concurrency = context
+            .registration()
+            .max_concurrent_reconciles
+            .map_or(context.shared.concurrency, |c| c.min(context.shared.concurrency));
         let ctx = context.clone();
         let (reconcile_all, requests) = tokio::sync::mpsc::unbounded_channel();
         let controller = controller.reconcile_all_on(futures::stream::unfold(requests, |mut requests| async move {

@@ -223,6 +223,7 @@ pub fn resolve(
         source: format!("{} ({origin})", declaration.title),
         declaration: Some(declaration.key.clone()),
         tenant: declaration.tenant.clone(),
+        max_concurrent_reconciles: spec.limits.max_concurrent_reconciles,
         plugin: plugin.with_limits(spec.limits.over(defaults)),
         parent: info.parent.clone(),
         children,

@@ -203,6 +203,7 @@ impl Registry {
                     finalizer: info.finalizer,
                     declaration: None,
                     tenant: None,
+                    max_concurrent_reconciles: None,
                 },
             );
         }

@@ -283,7 +283,8 @@ impl TestEnvBuilder {
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={port}"),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // Room for thousands of Services (the scale benchmark makes 1,000).
+            "--service-cluster-ip-range=10.0.0.0/16".into(),
             format!("--service-account-issuer={}", env.server),
             format!("--service-account-key-file={}", p(&certs.sa_pub)),
             format!("--service-account-signing-key-file={}", p(&certs.sa_key)),

@@ -1,0 +1,185 @@
+//! The CRDs of the bundled plugins' kinds (`deploy/crds`) on the real
+//! kube-apiserver: each accepts the sample users already write exactly as
+//! written, keeping every field of it, and refuses nonsense with a message
+//! that names the field and what is wrong with it.
+
+mod common;
+
+use common::dynamic_api;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use serde_json::{Value, json};
+use trellis_testenv::TestNamespace;
+use trellis_testenv::wait::{crd_from_yaml, install_crd};
+
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/");
+
+/// A namespace of its own with `crd` installed; the API of the sample's kind, and the sample.
+async fn setup(prefix: &str, crd: &str, sample: &str) -> (TestNamespace, Api<DynamicObject>, Value) {
+    let ns = TestNamespace::create(prefix).await;
+    install_crd(&ns.client(), &crd_from_yaml(crd)).await;
+    let text = std::fs::read_to_string(format!("{SAMPLES}{sample}")).expect("the sample");
+    let sample: Value = serde_yaml::from_str(&text).expect("the sample parses");
+    let (group, version) = sample["apiVersion"].as_str().unwrap().split_once('/').unwrap();
+    let api = dynamic_api(&ns, group, version, sample["kind"].as_str().unwrap());
+    (ns, api, sample)
+}
+
+/// Creates `object`, expects it stored with its spec as sent (nothing
+/// pruned), and deletes it again so that a variant may reuse the name.
+async fn accepts(api: &Api<DynamicObject>, object: &Value) {
+    let sent: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+    let created = api
+        .create(&PostParams::default(), &sent)
+        .await
+        .unwrap_or_else(|e| panic!("{object} was refused: {e}"));
+    assert_eq!(created.data["spec"], object["spec"], "the spec was not kept as sent");
+    api.delete(&created.metadata.name.unwrap(), &DeleteParams::default())
+        .await
+        .expect("the object deletes");
+}
+
+/// Creates `object` and expects it refused as invalid, with `why` in the message.
+async fn refuses(api: &Api<DynamicObject>, object: &Value, why: &str) {
+    let sent: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+    match api.create(&PostParams::default(), &sent).await {
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            assert!(
+                status.message.contains(why),
+                "{object}: expected {why:?} in: {}",
+                status.message
+            );
+        }
+        Err(e) => panic!("{object}: expected a refusal with {why:?}, got: {e}"),
+        Ok(_) => panic!("{object} was accepted; expected a refusal with {why:?}"),
+    }
+}
+
+/// `sample` with the field at `pointer` set to `value`, or removed for `None`.
+fn with(sample: &Value, pointer: &str, value: Option<Value>) -> Value {
+    let (parent, field) = pointer.rsplit_once('/').unwrap();
+    let mut edited = sample.clone();
+    let parent = edited
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("{parent} in the sample"));
+    match (parent, value) {
+        (Value::Object(fields), Some(value)) => {
+            fields.insert(field.into(), value);
+        }
+        (Value::Object(fields), None) => {
+            fields.remove(field);
+        }
+        (Value::Array(items), Some(value)) => items[field.parse::<usize>().unwrap()] = value,
+        (other, _) => panic!("cannot edit {field} of {other}"),
+    }
+    edited
+}
+
+/// `sample` with the field at `pointer` set to `value`.
+fn set(sample: &Value, pointer: &str, value: Value) -> Value {
+    with(sample, pointer, Some(value))
+}
+
+/// `sample` without the field at `pointer`.
+fn without(sample: &Value, pointer: &str) -> Value {
+    with(sample, pointer, None)
+}
+
+#[tokio::test]
+async fn etcd_cluster() {
+    let (_ns, api, etcd) = setup(
+        "crd-etcd",
+        include_str!("../../deploy/crds/etcd.database.coreos.com_etcdclusters.yaml"),
+        "etcdcluster.yaml",
+    )
+    .await;
+    accepts(&api, &etcd).await;
+    // Sizes the plugin explains in the status itself, and the other fields.
+    accepts(&api, &set(&etcd, "/spec/size", json!(0))).await;
+    accepts(&api, &set(&etcd, "/spec/size", json!(10))).await;
+    let spec = json!({"size": 5, "version": "v3.5.9", "repository": "quay.io/coreos/etcd", "paused": true});
+    accepts(&api, &set(&etcd, "/spec", spec)).await;
+
+    let at_least_zero = "spec.size in body should be greater than or equal to 0";
+    refuses(&api, &set(&etcd, "/spec/size", json!(-1)), at_least_zero).await;
+    let integer = "spec.size in body must be of type integer";
+    refuses(&api, &set(&etcd, "/spec/size", json!("three")), integer).await;
+    refuses(&api, &without(&etcd, "/spec/size"), "spec.size: Required value").await;
+    let semver = r"spec.version in body should match '^v?[0-9]+\.[0-9]+\.[0-9]+$'";
+    refuses(&api, &set(&etcd, "/spec/version", json!("latest")), semver).await;
+    refuses(&api, &without(&etcd, "/spec"), "spec: Required value").await;
+}
+
+#[tokio::test]
+async fn redis_enterprise_cluster() {
+    let (_ns, api, redis) = setup(
+        "crd-redis",
+        include_str!("../../deploy/crds/app.redislabs.com_redisenterpriseclusters.yaml"),
+        "redisenterprisecluster.yaml",
+    )
+    .await;
+    accepts(&api, &redis).await; // `enabled: 'true'`, a string
+    for enabled in [json!(true), json!(false), json!("false")] {
+        accepts(&api, &set(&redis, "/spec/persistentSpec/enabled", enabled)).await;
+    }
+    for size in [json!("10Gi"), json!(10)] {
+        accepts(&api, &set(&redis, "/spec/persistentSpec/volumeSize", size)).await;
+    }
+
+    let enabled = r#"spec.persistentSpec.enabled: Unsupported value: "maybe""#;
+    refuses(
+        &api,
+        &set(&redis, "/spec/persistentSpec/enabled", json!("maybe")),
+        enabled,
+    )
+    .await;
+    let ui =
+        r#"spec.uiServiceType: Unsupported value: "Bogus": supported values: "ClusterIP", "NodePort", "LoadBalancer""#;
+    refuses(&api, &set(&redis, "/spec/uiServiceType", json!("Bogus")), ui).await;
+    let nodes = "spec.nodes in body should be greater than or equal to 1";
+    refuses(&api, &set(&redis, "/spec/nodes", json!(0)), nodes).await;
+    let nodes = "spec.nodes in body should be less than or equal to 100";
+    refuses(&api, &set(&redis, "/spec/nodes", json!(101)), nodes).await;
+    let pull = r#"spec.redisEnterpriseImageSpec.imagePullPolicy: Unsupported value: "Sometimes""#;
+    let policy = "/spec/redisEnterpriseImageSpec/imagePullPolicy";
+    refuses(&api, &set(&redis, policy, json!("Sometimes")), pull).await;
+}
+
+#[tokio::test]
+async fn app_service() {
+    let (_ns, api, app) = setup(
+        "crd-appservice",
+        include_str!("../../deploy/crds/app.example.com_appservices.yaml"),
+        "appservice.yaml",
+    )
+    .await;
+    accepts(&api, &app).await;
+    let port = json!({"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"});
+    accepts(&api, &set(&app, "/spec/ports/0", port)).await;
+
+    let node_port = "spec.ports[0].nodePort in body should be greater than or equal to 30000";
+    refuses(&api, &set(&app, "/spec/ports/0/nodePort", json!(80)), node_port).await;
+    let port = "spec.ports[0].port in body should be less than or equal to 65535";
+    refuses(&api, &set(&app, "/spec/ports/0/port", json!(70000)), port).await;
+    let protocol = r#"spec.ports[0].protocol: Unsupported value: "ICMP""#;
+    refuses(&api, &set(&app, "/spec/ports/0/protocol", json!("ICMP")), protocol).await;
+    refuses(&api, &without(&app, "/spec/image"), "spec.image: Required value").await;
+    let size = "spec.size in body should be greater than or equal to 0";
+    refuses(&api, &set(&app, "/spec/size", json!(-2)), size).await;
+}
+
+#[tokio::test]
+async fn my_daemon_set() {
+    let (_ns, api, daemons) = setup(
+        "crd-mydaemonset",
+        include_str!("../../deploy/crds/apps.zhongmingmao.io_mydaemonsets.yaml"),
+        "mydaemonset.yaml",
+    )
+    .await;
+    accepts(&api, &daemons).await;
+
+    // The original operator's message, whichever way the image is missing.
+    let required = "spec.image: Required value: image is required";
+    refuses(&api, &without(&daemons, "/spec/image"), required).await;
+    refuses(&api, &set(&daemons, "/spec/image", json!("")), required).await;
+    refuses(&api, &without(&daemons, "/spec"), required).await;
+}

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 /// Requeue while a plugin has not finished finalizing and named no time.
 const FINALIZE_POLL: Duration = Duration::from_secs(5);
+/// Longest one reconcile may take beyond its plugin's deadline (API calls
+/// included). A reconcile stuck past it (a request that never answers) is
+/// abandoned and retried, so it cannot hold one of the plugin's workers.
+const RECONCILE_GRACE: Duration = Duration::from_secs(20);
 
 /// Why a reconcile failed; the controller retries with per-object backoff.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,8 @@ pub enum ReconcileError {
     Join(#[from] tokio::task::JoinError),
     #[error("the parent has no name or uid")]
     NoIdentity,
+    #[error("the reconcile did not finish within {0:?}; abandoned, to be retried")]
+    Deadline(Duration),
 }
 
 impl ReconcileError {
@@ -38,6 +44,7 @@ impl ReconcileError {
             Self::Apply(e) => e.reason(),
             Self::Join(_) => "PluginTaskFailed".to_owned(),
             Self::NoIdentity => "NoIdentity".to_owned(),
+            Self::Deadline(_) => "ReconcileDeadline".to_owned(),
         }
     }
 }
@@ -57,7 +64,10 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
     let parent = apply::parent_json(&ctx, &object);
     let parent_ref = ParentRef::of(&parent).ok_or(ReconcileError::NoIdentity)?;
     let key = key(&parent_ref);
-    let outcome = run(&ctx, &registration, &parent, &parent_ref).await;
+    let deadline = registration.plugin.limits().timeout + RECONCILE_GRACE;
+    let outcome = tokio::time::timeout(deadline, run(&ctx, &registration, &parent, &parent_ref))
+        .await
+        .unwrap_or(Err(ReconcileError::Deadline(deadline)));
     match outcome {
         Ok(action) => {
             ctx.backoff.succeeded(&key);

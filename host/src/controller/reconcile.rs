@@ -77,7 +77,11 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
             let reason = error.reason();
             ctx.shared.metrics.reconcile_failed(&registration.name, &reason);
             tracing::warn!(plugin = %registration.name, object = %key, reason = %reason, error = %error, "reconcile failed");
-            report_failure(&ctx, &registration, &parent, &object, &reason, &error.to_string()).await;
+            let message = error.to_string();
+            let report = report_failure(&ctx, &registration, &parent, &object, &reason, &message);
+            if tokio::time::timeout(RECONCILE_GRACE, report).await.is_err() {
+                tracing::warn!(plugin = %registration.name, object = %key, "reporting the failure timed out");
+            }
             // A spec error waits for the user to edit the parent.
             if matches!(
                 &error,

@@ -30,6 +30,7 @@ pub mod quantity;
 pub mod random;
 mod request;
 mod response;
+pub mod workload;
 
 pub use error::Error;
 pub use info::PluginInfo;

@@ -11,11 +11,12 @@ use trellis_sdk::k8s_openapi::api::batch::v1::{Job, JobSpec};
 use trellis_sdk::k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+    ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use trellis_sdk::k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use trellis_sdk::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use trellis_sdk::workload::{headless_service, match_labels, tcp_port};
 
 const CLIENT_PORT: i32 = 2379;
 const PEER_PORT: i32 = 2380;
@@ -61,13 +62,6 @@ impl<'a> Cluster<'a> {
         self.req.child_meta_labeled(name, &self.labels)
     }
 
-    fn selector(&self) -> LabelSelector {
-        LabelSelector {
-            match_labels: Some(self.labels.clone()),
-            ..Default::default()
-        }
-    }
-
     /// Environment shared by the members and the removal Job.
     fn env(&self) -> Vec<EnvVar> {
         let field = |path: &str| EnvVarSource {
@@ -99,30 +93,14 @@ impl<'a> Cluster<'a> {
         ]
     }
 
-    fn port(name: &str, port: i32) -> ServicePort {
-        ServicePort {
-            name: Some(name.to_owned()),
-            port,
-            target_port: Some(IntOrString::Int(port)),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }
-    }
-
     /// Headless: gives every member a stable DNS name, ready or not (the
     /// members must find each other to become ready).
     pub fn peer_service(&self) -> Service {
-        Service {
-            metadata: self.meta(self.name()),
-            spec: Some(ServiceSpec {
-                cluster_ip: Some("None".into()),
-                publish_not_ready_addresses: Some(true),
-                selector: Some(self.labels.clone()),
-                ports: Some(vec![Self::port("client", CLIENT_PORT), Self::port("peer", PEER_PORT)]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        headless_service(
+            self.meta(self.name()),
+            &self.labels,
+            vec![tcp_port("client", CLIENT_PORT), tcp_port("peer", PEER_PORT)],
+        )
     }
 
     pub fn client_service(&self) -> Service {
@@ -131,7 +109,7 @@ impl<'a> Cluster<'a> {
             spec: Some(ServiceSpec {
                 type_: Some("ClusterIP".into()),
                 selector: Some(self.labels.clone()),
-                ports: Some(vec![Self::port("client", CLIENT_PORT)]),
+                ports: Some(vec![tcp_port("client", CLIENT_PORT)]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -154,7 +132,7 @@ impl<'a> Cluster<'a> {
             metadata: self.meta(self.name()),
             spec: Some(PodDisruptionBudgetSpec {
                 min_available: Some(IntOrString::Int(self.spec.quorum())),
-                selector: Some(self.selector()),
+                selector: Some(match_labels(&self.labels)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -208,7 +186,7 @@ impl<'a> Cluster<'a> {
             preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
                 weight: 100,
                 pod_affinity_term: PodAffinityTerm {
-                    label_selector: Some(self.selector()),
+                    label_selector: Some(match_labels(&self.labels)),
                     topology_key: "kubernetes.io/hostname".into(),
                     ..Default::default()
                 },
@@ -227,7 +205,7 @@ impl<'a> Cluster<'a> {
                     type_: Some("RollingUpdate".into()),
                     ..Default::default()
                 }),
-                selector: self.selector(),
+                selector: match_labels(&self.labels),
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(self.labels.clone()),

@@ -8,12 +8,12 @@ use trellis_sdk::k8s_openapi::ByteString;
 use trellis_sdk::k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use trellis_sdk::k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, VolumeMount,
-    VolumeResourceRequirements,
+    PodTemplateSpec, Secret, SecretKeySelector, Service, ServiceSpec, VolumeMount, VolumeResourceRequirements,
 };
 use trellis_sdk::k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use trellis_sdk::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use trellis_sdk::workload::{headless_service, match_labels, tcp_port};
 use trellis_sdk::{Error, Request, random};
 
 /// The UI and REST API port of a node.
@@ -52,13 +52,6 @@ impl<'a> Cluster<'a> {
         self.req.child_meta_labeled(name, &self.labels)
     }
 
-    fn selector(&self) -> LabelSelector {
-        LabelSelector {
-            match_labels: Some(self.labels.clone()),
-            ..Default::default()
-        }
-    }
-
     /// The admin credentials. A new password every call: the host creates
     /// the Secret once (`child_once`) and never replaces it.
     pub fn credentials(&self) -> Result<Secret, Error> {
@@ -77,29 +70,9 @@ impl<'a> Cluster<'a> {
         })
     }
 
-    fn port(name: &str, port: i32) -> ServicePort {
-        ServicePort {
-            name: Some(name.to_owned()),
-            port,
-            target_port: Some(IntOrString::Int(port)),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }
-    }
-
     /// Headless: stable DNS names for the nodes.
     pub fn nodes_service(&self) -> Service {
-        Service {
-            metadata: self.meta(self.name()),
-            spec: Some(ServiceSpec {
-                cluster_ip: Some("None".into()),
-                publish_not_ready_addresses: Some(true),
-                selector: Some(self.labels.clone()),
-                ports: Some(vec![Self::port("api", API_PORT)]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        headless_service(self.meta(self.name()), &self.labels, vec![tcp_port("api", API_PORT)])
     }
 
     pub fn ui_service(&self) -> Service {
@@ -108,7 +81,7 @@ impl<'a> Cluster<'a> {
             spec: Some(ServiceSpec {
                 type_: Some(self.spec.ui_service_type.clone()),
                 selector: Some(self.labels.clone()),
-                ports: Some(vec![Self::port("ui", UI_PORT)]),
+                ports: Some(vec![tcp_port("ui", UI_PORT)]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -121,7 +94,7 @@ impl<'a> Cluster<'a> {
             metadata: self.meta(self.name()),
             spec: Some(PodDisruptionBudgetSpec {
                 max_unavailable: Some(IntOrString::Int(1)),
-                selector: Some(self.selector()),
+                selector: Some(match_labels(&self.labels)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -196,7 +169,7 @@ impl<'a> Cluster<'a> {
             spec: Some(StatefulSetSpec {
                 replicas: Some(self.spec.nodes),
                 service_name: Some(self.name().to_owned()),
-                selector: self.selector(),
+                selector: match_labels(&self.labels),
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(self.labels.clone()),

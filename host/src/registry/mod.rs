@@ -55,7 +55,7 @@ pub struct Registry {
     cluster_declared: Vec<Declaration>,
     tenant_declared: Vec<Declaration>,
     /// Which registration CRDs are missing (reported once each).
-    crds_missing: BTreeSet<&'static str>,
+    crds_missing: BTreeSet<String>,
     running: BTreeMap<Scope, KindController>,
     /// Why a registration's controller did not start (reason, message), by
     /// declaration key.
@@ -167,7 +167,8 @@ impl Registry {
         let keys: BTreeSet<String> = self.declarations().map(|d| d.key.clone()).collect();
         self.last_good.retain(|key, _| keys.contains(key));
 
-        let cluster = self.cluster_declared.clone();
+        // Taken out for the loop (registration_of borrows self mutably), put back after.
+        let cluster = std::mem::take(&mut self.cluster_declared);
         for declaration in &cluster {
             let Some(registration) = self.registration_of(declaration, &mut refused) else {
                 continue;
@@ -207,7 +208,8 @@ impl Registry {
                 },
             );
         }
-        let tenants = self.tenant_declared.clone();
+        self.cluster_declared = cluster;
+        let tenants = std::mem::take(&mut self.tenant_declared);
         for declaration in &tenants {
             let Some(registration) = self.registration_of(declaration, &mut refused) else {
                 continue;
@@ -223,6 +225,7 @@ impl Registry {
                 wanted.insert((registration.parent.clone(), namespace), registration);
             }
         }
+        self.tenant_declared = tenants;
         (wanted, refused)
     }
 
@@ -323,30 +326,26 @@ impl Registry {
 
 /// Lists a registration kind, sorted by key; `None` (keep the last list)
 /// when the read fails, empty when its CRD is not installed.
-async fn read<K>(api: &Api<K>, crds_missing: &mut BTreeSet<&'static str>) -> Option<Vec<K>>
+async fn read<K>(api: &Api<K>, crds_missing: &mut BTreeSet<String>) -> Option<Vec<K>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let kind: &'static str = if K::kind(&()) == "ClusterReconcilerPlugin" {
-        "ClusterReconcilerPlugin"
-    } else {
-        "ReconcilerPlugin"
-    };
+    let kind = K::kind(&()).into_owned();
     match api.list(&Default::default()).await {
         Ok(list) => {
-            crds_missing.remove(kind);
+            crds_missing.remove(&kind);
             let mut items = list.items;
             items.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
             Some(items)
         }
         Err(kube::Error::Api(status)) if status.code == 404 => {
-            if crds_missing.insert(kind) {
-                tracing::info!(kind, "the CRD is not installed: no registrations of this kind");
+            if crds_missing.insert(kind.clone()) {
+                tracing::info!(%kind, "the CRD is not installed: no registrations of this kind");
             }
             Some(Vec::new())
         }
         Err(e) => {
-            tracing::warn!(kind, error = %e, "cannot list registrations; keeping the last known");
+            tracing::warn!(%kind, error = %e, "cannot list registrations; keeping the last known");
             None
         }
     }

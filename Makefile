@@ -9,9 +9,9 @@ WASM_TARGET := wasm32-wasip2
 # Every crate that builds into a plugin module (.wasm).
 PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2
 WASM_DIR := target/$(WASM_TARGET)/release
-SAMPLES ?= ../shared/samples
+SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins toolchain envtest up down run install uninstall deploy undeploy test unit-test render bench bench-scale fmt lint clean
+.PHONY: all build plugins toolchain envtest up down run run-check install uninstall deploy undeploy test unit-test render bench bench-scale fmt lint clean
 
 all: build plugins
 
@@ -40,7 +40,8 @@ down:
 	@tests/control-plane down
 
 ## run: the host with the bundled plugins on KUBECONFIG's cluster, or on a local
-## control plane when none is configured; applies the samples and shows the result
+## control plane when none is configured; applies each sample into a namespace of
+## its own, waits until each is Ready and prints a summary (TRELLIS_RUN_ONCE=1 stops there)
 run: plugins
 	$(CARGO) build -p trellis
 	deploy/run-local
@@ -63,8 +64,14 @@ undeploy:
 unit-test: plugins
 	$(CARGO) test -p trellis -p trellis-sdk
 
-## test: the whole suite, against a real control plane
+## run-check: `make run` as CI runs it: non-interactive, on a local control
+## plane of its own; fails unless every sample becomes Ready
+run-check:
+	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 $(MAKE) run
+
+## test: the whole suite, against a real control plane, and the main command
 test: plugins envtest
+	$(MAKE) run-check
 	$(CARGO) test --workspace
 
 ## render: msdeploy on the sample, offline

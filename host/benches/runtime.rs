@@ -22,7 +22,7 @@ const BUNDLED: [(&str, &str); 5] = [
 
 /// The sample as the host would hand it over: namespaced, with a uid.
 fn request(sample: &str) -> ReconcileRequest {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/").to_owned() + sample;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/samples/").to_owned() + sample;
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut parent: serde_json::Value = serde_yaml::from_str(&text).expect("the sample parses");
     parent["metadata"]["namespace"] = json!("default");

@@ -24,7 +24,7 @@ const ETCD_CRD: &str = include_str!("../../deploy/crds/etcd.database.coreos.com_
 const REDIS_CRD: &str = include_str!("../../deploy/crds/app.redislabs.com_redisenterpriseclusters.yaml");
 const APPSERVICE_CRD: &str = include_str!("../../deploy/crds/app.example.com_appservices.yaml");
 const MYDAEMONSET_CRD: &str = include_str!("../../deploy/crds/apps.zhongmingmao.io_mydaemonsets.yaml");
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/");
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/samples/");
 
 /// A namespace on the kwok control plane, the plugin's CRD installed and a
 /// host running the plugin; the parent API of the sample's kind.

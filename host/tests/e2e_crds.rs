@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use trellis_testenv::TestNamespace;
 use trellis_testenv::wait::{crd_from_yaml, install_crd};
 
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/");
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/samples/");
 
 /// A namespace of its own with `crd` installed; the API of the sample's kind, and the sample.
 async fn setup(prefix: &str, crd: &str, sample: &str) -> (TestNamespace, Api<DynamicObject>, Value) {

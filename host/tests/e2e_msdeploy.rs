@@ -11,13 +11,15 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota, Service, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use trellis_testenv::TestNamespace;
 use trellis_testenv::wait::until;
 
 const NAME: &str = "ms-sample-v1s0";
+/// The Namespace label that dedicates a namespace to one instance (plugins/msdeploy/README.md).
+const DEDICATED_TO: &str = "msdeploy.trellis.dev/dedicated-to";
 const APPLIED: &str = r#"trellis_writes_total{plugin="msdeploy",write="applied"}"#;
 
 /// A namespace with the CRD installed and a host serving msdeploy in it.
@@ -59,12 +61,13 @@ async fn the_sample_produces_its_children_owned_by_the_parent() {
     eventually_exists(&ns.api::<ServiceAccount>(), NAME).await;
     eventually_exists(&ns.api::<ConfigMap>(), &format!("{NAME}-config")).await;
     eventually_exists(&ns.api::<HorizontalPodAutoscaler>(), NAME).await;
-    let quota = eventually_exists(
-        &ns.api::<k8s_openapi::api::core::v1::ResourceQuota>(),
-        &format!("{NAME}-quota"),
-    )
-    .await;
-    assert!(quota.spec.is_some());
+    // The test namespace is shared (not dedicated to the instance): no quota.
+    let quotas = ns.api::<ResourceQuota>().list(&ListParams::default()).await.unwrap();
+    assert!(quotas.items.is_empty(), "{:?}", quotas.items);
+    assert_eq!(
+        condition(&parent, "Quota").map(|(status, reason, _)| (status, reason)),
+        Some(("False".to_owned(), "NamespaceShared".to_owned()))
+    );
 
     let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
@@ -91,6 +94,117 @@ async fn the_sample_produces_its_children_owned_by_the_parent() {
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready")),
         "{status}"
     );
+}
+
+/// The condition of `type_` on the parent as (status, reason, message).
+fn condition(parent: &kube::api::DynamicObject, type_: &str) -> Option<(String, String, String)> {
+    let found = parent.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?;
+    let text = |k: &str| found[k].as_str().unwrap_or_default().to_owned();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// A bare pod with no resource limits, as any other workload of the namespace.
+fn plain_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+    }))
+    .unwrap()
+}
+
+/// Sets or removes the label that dedicates the namespace to `instance`.
+async fn dedicate(ns: &TestNamespace, instance: Option<&str>) {
+    let namespaces: kube::Api<Namespace> = kube::Api::all(ns.client());
+    let patch = json!({"metadata": {"labels": {DEDICATED_TO: instance}}});
+    namespaces
+        .patch(ns.name(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn in_a_shared_namespace_no_quota_governs_other_workloads_or_instances() {
+    let (ns, _host) = setup("msd-shared").await;
+    apply_sample(&ns, |_| {}).await;
+    // A second instance beside the first, with requirements of its own.
+    let second = "ms-other-v1s0";
+    apply_sample(&ns, |s| {
+        s["metadata"]["name"] = json!(second);
+        s["spec"]["fullName"] = json!(second);
+        s["spec"]["resourceRequirements"]["limits"]["cpu"] = json!("1");
+        s["spec"]["resourceRequirements"]["requests"]["cpu"] = json!("1");
+    })
+    .await;
+    eventually_exists(&ns.api::<Deployment>(), second).await;
+    let quotas = ns.api::<ResourceQuota>().list(&ListParams::default()).await.unwrap();
+    assert!(
+        quotas.items.is_empty(),
+        "no quota in a shared namespace: {:?}",
+        quotas.items
+    );
+    // A workload that is not a microservice's runs without limits.
+    ns.api::<Pod>()
+        .create(&Default::default(), &plain_pod("unrelated"))
+        .await
+        .expect("a pod without limits is admitted in a shared namespace");
+    for name in [NAME, second] {
+        let parent = msdeploy_api(&ns).get(name).await.unwrap();
+        let (status, reason, message) = condition(&parent, "Quota").expect("a Quota condition");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "NamespaceShared"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_quota_exists_only_while_the_namespace_is_dedicated_to_the_instance() {
+    let (ns, _host) = setup("msd-dedicated").await;
+    dedicate(&ns, Some(NAME)).await;
+    apply_sample(&ns, |_| {}).await;
+    let quota = eventually_exists(&ns.api::<ResourceQuota>(), &format!("{NAME}-quota")).await;
+    let hard = quota.spec.unwrap().hard.unwrap();
+    assert_eq!(
+        hard["limits.cpu"].0, "20",
+        "(autoscaler max 9 + 1 surge) x 2 CPU: {hard:?}"
+    );
+    let parent = msdeploy_api(&ns).get(NAME).await.unwrap();
+    assert_eq!(
+        condition(&parent, "Quota").map(|(status, reason, _)| (status, reason)),
+        Some(("True".to_owned(), "NamespaceDedicated".to_owned()))
+    );
+    // The namespace is the instance's own: the quota governs it.
+    // (The API server's quota cache may lag the quota by a moment: a new name per try.)
+    let tries = std::sync::atomic::AtomicUsize::new(0);
+    until("a pod without limits to be refused by the quota", SETTLE, || async {
+        let name = format!("unlimited-{}", tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        match ns.api::<Pod>().create(&Default::default(), &plain_pod(&name)).await {
+            Err(kube::Error::Api(e)) if e.message.contains(&format!("{NAME}-quota")) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Dedicated to another instance, or to none: the quota goes.
+    dedicate(&ns, Some("someone-else")).await;
+    eventually_gone(&ns.api::<ResourceQuota>(), &format!("{NAME}-quota")).await;
+    until("the Quota condition to name the other instance", SETTLE, || async {
+        let parent = msdeploy_api(&ns).get(NAME).await.map_err(|e| e.to_string())?;
+        match condition(&parent, "Quota") {
+            Some((status, reason, message))
+                if reason == "NamespaceDedicatedToOther" && message.contains("someone-else") =>
+            {
+                assert_eq!(status, "False");
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -23,6 +23,24 @@ fn msdeploy_sample() {
 }
 
 #[test]
+fn msdeploy_quota_only_in_a_namespace_dedicated_to_the_instance() {
+    let sample = sample("microservicedeploy.yaml");
+    let render_in = |namespace: &str| {
+        let related = input(namespace);
+        render(&[
+            "--plugin",
+            &msdeploy(),
+            "--parent",
+            sample.to_str().unwrap(),
+            "--related",
+            related.to_str().unwrap(),
+        ])
+    };
+    assert_golden("msdeploy-dedicated.yaml", render_in("namespace-dedicated.yaml"));
+    assert_golden("msdeploy-shared.yaml", render_in("namespace-shared.yaml"));
+}
+
+#[test]
 fn msdeploy_idle_scales_to_zero_without_autoscaler() {
     let parent = input("msdeploy-idle.yaml");
     let observed = input("msdeploy-idle-observed.yaml");

@@ -20,7 +20,7 @@ use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
 /// The CRD of the msdeploy sample, as shipped.
 pub const MSDEPLOY_CRD: &str = include_str!("../../../deploy/crds/custom.ops_microservicedeploys.yaml");
 /// The msdeploy sample users already write.
-pub const MSDEPLOY_SAMPLE: &str = include_str!("../../../../shared/samples/microservicedeploy.yaml");
+pub const MSDEPLOY_SAMPLE: &str = include_str!("../../../deploy/samples/microservicedeploy.yaml");
 
 /// How long an end-to-end expectation may take.
 pub const SETTLE: Duration = Duration::from_secs(60);

@@ -11,10 +11,10 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn sample(name: &str) -> PathBuf {
-    let path = repo().join("../shared/samples").join(name);
+    let path = repo().join("deploy/samples").join(name);
     assert!(
         path.exists(),
-        "sample {} is missing (shared/ must sit beside the repository)",
+        "sample {} is missing (deploy/samples/ holds the samples)",
         path.display()
     );
     path

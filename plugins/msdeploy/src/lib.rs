@@ -1,16 +1,18 @@
 //! The `msdeploy` plugin: reconciles `custom.ops/v1` `MicroServiceDeploy`
 //! into the workload of one micro-service instance: ServiceAccount,
 //! ConfigMap (from `config`), Deployment, Service, ResourceQuota (from
-//! `resourceRequirements`) and, with `autoscaling`, a
-//! HorizontalPodAutoscaler. `idle: true` scales the instance to zero.
+//! `resourceRequirements`, only in a namespace dedicated to the instance:
+//! see [`quota`]) and, with `autoscaling`, a HorizontalPodAutoscaler.
+//! `idle: true` scales the instance to zero.
 
 mod children;
+pub mod quota;
 mod spec;
 
 use children::Names;
 use spec::MicroServiceDeploy;
 use trellis_sdk::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use trellis_sdk::k8s_openapi::api::core::v1::ResourceQuota;
+use trellis_sdk::k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use trellis_sdk::prelude::*;
 
 /// The plugin.
@@ -26,6 +28,7 @@ impl Reconciler for MsDeploy {
             .child::<Service>()
             .child::<ResourceQuota>()
             .child::<HorizontalPodAutoscaler>()
+            .related::<Namespace>()
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
@@ -40,8 +43,14 @@ impl Reconciler for MsDeploy {
         if let Some(config) = &spec.config {
             response.push_child(&children::config_map(req, &names, config));
         }
-        if let Some(quota) = children::resource_quota(req, &names, &spec) {
-            response.push_child(&quota);
+        if spec.resources.is_some() {
+            let scope = quota::Scope::of(req, &names.instance);
+            if scope == quota::Scope::Dedicated
+                && let Some(quota) = children::resource_quota(req, &names, &spec)
+            {
+                response.push_child(&quota);
+            }
+            response = response.condition(scope.condition(req, &names.instance));
         }
         if spec.autoscaling && !spec.idle {
             response.push_child(&children::autoscaler(req, &names, &spec));

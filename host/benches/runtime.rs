@@ -30,7 +30,9 @@ fn request(sample: &str) -> ReconcileRequest {
     parent["metadata"]["generation"] = json!(1);
     // Three Nodes for the plugins that read them.
     let related = (0..3)
-        .map(|i| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i}")}}))
+        .map(|i| {
+            std::sync::Arc::new(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i}")}}))
+        })
         .collect();
     ReconcileRequest {
         parent,

@@ -6,6 +6,7 @@ use crate::status;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a render failed. Each is one line for the user.
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +105,8 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     }
     let request = ReconcileRequest {
         parent,
-        children,
-        related,
+        children: children.into_iter().map(Arc::new).collect(),
+        related: related.into_iter().map(Arc::new).collect(),
         config,
         finalizing: false,
     };

@@ -208,6 +208,51 @@ async fn the_quota_exists_only_while_the_namespace_is_dedicated_to_the_instance(
 }
 
 #[tokio::test]
+async fn an_object_of_the_same_name_that_is_not_ours_is_never_taken_over() {
+    let (ns, _host) = setup("msd-takeover").await;
+    // Somebody else's ConfigMap, named as the sample's config child.
+    let config_name = format!("{NAME}-config");
+    let foreign: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": config_name, "labels": {"team": "theirs"}},
+        "data": {"config": "theirs"}
+    }))
+    .unwrap();
+    let before = ns
+        .api::<ConfigMap>()
+        .create(&Default::default(), &foreign)
+        .await
+        .unwrap();
+    apply_as_user(&msdeploy_api(&ns), &msdeploy_sample()).await;
+    let message = eventually_ready_is(&msdeploy_api(&ns), NAME, "False", "ChildNotOwned").await;
+    assert!(message.contains(&config_name), "{message}");
+    // A second instance whose children would take the first one's names:
+    // the plugin's own objects of another parent are not taken over either.
+    let twin = "ms-twin";
+    let mut second = msdeploy_sample();
+    second["metadata"]["name"] = json!(twin);
+    second["spec"].as_object_mut().unwrap().remove("config");
+    apply_as_user(&msdeploy_api(&ns), &second).await;
+    eventually_ready_is(&msdeploy_api(&ns), twin, "False", "ChildNotOwned").await;
+
+    let after = ns.api::<ConfigMap>().get(&config_name).await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "not written"
+    );
+    assert!(after.metadata.owner_references.is_none());
+    let deployment = ns.api::<Deployment>().get(NAME).await.unwrap();
+    let owners = deployment.metadata.owner_references.unwrap_or_default();
+    let first_uid = msdeploy_api(&ns).get(NAME).await.unwrap().metadata.uid;
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        Some(owners[0].uid.clone()),
+        first_uid,
+        "the twin did not take the Deployment"
+    );
+}
+
+#[tokio::test]
 async fn a_steady_state_makes_no_writes() {
     let (ns, host) = setup("msd-steady").await;
     apply_sample(&ns, |s| s["spec"]["autoscaling"] = json!(false)).await;

@@ -2,11 +2,14 @@
 //! unchanged), pruning of children no longer desired, status, finalizers.
 
 use super::children::{self, ParentRef};
-use super::{Context, FINALIZER, ServedKind};
+use super::index::ObjectIndex;
+use super::{Context, FINALIZER, ServedKind, WrittenStatus};
 use crate::runtime::KindRef;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// A write the API refused, or a child the host will not touch.
 #[derive(Debug, thiserror::Error)]
@@ -73,72 +76,61 @@ fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<Dynamic
     }
 }
 
-fn as_json(object: &DynamicObject, kind: &ServedKind) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
-    value["apiVersion"] = json!(kind.kind.api_version);
-    value["kind"] = json!(kind.kind.kind);
-    value
-}
-
 /// The observed children owned by `parent`, as JSON with kind set.
-pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (kind, store) in &ctx.children {
-        for object in store.state() {
-            if object.metadata.namespace == parent.namespace
-                && object.labels().get(children::PARENT_UID_LABEL) == Some(&parent.uid)
-            {
-                let value = as_json(&object, kind);
-                if children::is_owned_by(&value, &parent.uid) {
-                    out.push(value);
-                }
-            }
-        }
-    }
-    out
+pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Arc<Value>> {
+    ctx.children
+        .iter()
+        .flat_map(|(_, index)| index.owned_by(&parent.uid))
+        .collect()
 }
 
 /// The related objects a parent in `namespace` may see.
-pub fn related_objects(ctx: &Context, namespace: Option<&str>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (kind, store) in &ctx.related {
-        for object in store.state() {
-            if !kind.namespaced || object.metadata.namespace.as_deref() == namespace {
-                out.push(as_json(&object, kind));
-            }
-        }
-    }
-    out
+pub fn related_objects(ctx: &Context, namespace: Option<&str>) -> Vec<Arc<Value>> {
+    ctx.related
+        .iter()
+        .flat_map(|(_, index)| index.related_to(namespace))
+        .collect()
 }
 
-use kube::ResourceExt;
+/// What the host knows of a desired child before writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Cached as this parent's child (or written by the host for it a
+    /// moment ago, its watch event still on the way).
+    Ours,
+    /// No object of that name is known: it is created.
+    Absent,
+    /// An object of that name exists that is not cached as ours: read it
+    /// before deciding (it may be ours with its label removed by hand).
+    Unknown,
+}
 
 /// A child to apply.
-struct Pending {
+struct Pending<'a> {
     api: Api<DynamicObject>,
+    index: &'a ObjectIndex,
     kind: KindRef,
     name: String,
     prepared: Value,
     create_only: bool,
-    /// Whether the host's cache has it (so it is known to be ours).
-    cached: bool,
+    known: Known,
 }
 
-impl Pending {
+impl Pending<'_> {
     /// Applies the child; `false` when it was left alone (create-only and
     /// already there).
     async fn apply(self, params: &PatchParams, parent: &ParentRef) -> Result<bool, ApplyError> {
         let Self {
             api,
+            index,
             kind,
             name,
             prepared,
             create_only,
-            cached,
+            known,
         } = self;
-        if !cached {
-            // Not in our cache: make sure we are not taking over an object
-            // somebody else owns.
+        if known == Known::Unknown {
+            // Make sure we are not taking over an object somebody else owns.
             let existing = api.get_opt(&name).await.map_err(|source| ApplyError::Apply {
                 kind: kind.clone(),
                 name: name.clone(),
@@ -154,15 +146,24 @@ impl Pending {
                     });
                 }
                 if create_only {
-                    // Ours already, not yet in the cache: leave it.
+                    // Ours already, not in the cache: leave it.
                     return Ok(false);
                 }
             }
         }
-        api.patch(&name, params, &Patch::Apply(&prepared))
+        if create_only && known == Known::Ours {
+            return Ok(false);
+        }
+        let applied = api
+            .patch(&name, params, &Patch::Apply(&prepared))
             .await
-            .map(|_| true)
-            .map_err(|source| ApplyError::Apply { kind, name, source })
+            .map_err(|source| ApplyError::Apply {
+                kind,
+                name: name.clone(),
+                source,
+            })?;
+        index.record_write(parent.namespace.as_deref(), &name, applied.metadata.resource_version);
+        Ok(true)
     }
 }
 
@@ -174,7 +175,7 @@ pub async fn children(
     plugin: &str,
     parent: &ParentRef,
     desired: &[Value],
-    observed: &[Value],
+    observed: &[Arc<Value>],
 ) -> Result<Writes, ApplyError> {
     let mut writes = Writes::default();
     let params = &PatchParams::apply(field_manager).force();
@@ -182,11 +183,11 @@ pub async fn children(
     let mut pending = Vec::new();
     for child in desired {
         let kind = KindRef::of(child).expect("validated child has a kind");
-        let served = ctx
+        let (served, index, names) = ctx
             .children
             .iter()
-            .map(|(served, _)| served)
-            .find(|s| s.kind == kind)
+            .find(|(served, _)| served.kind == kind)
+            .map(|(served, index)| (served, index, ctx.foreign_names(&kind)))
             .ok_or_else(|| ApplyError::UnknownKind { kind: kind.clone() })?;
         let name = child["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         wanted.insert((kind.clone(), name.clone()));
@@ -201,13 +202,33 @@ pub async fn children(
             writes.skipped += 1;
             continue;
         }
+        let namespace = parent.namespace.as_deref();
+        let known = if current.is_some() || index.was_written(namespace, &name) {
+            Known::Ours
+        } else {
+            match index.key_of(namespace, &name) {
+                // Cached as another parent's child, or claiming the plugin's
+                // label without being owned: never ours to write.
+                Some(_) => {
+                    return Err(ApplyError::NotOwned {
+                        kind,
+                        name,
+                        parent: parent.kind.kind.clone(),
+                    });
+                }
+                None if names.is_some_and(|n| n.contains(namespace, &name)) => Known::Unknown,
+                None if names.is_some() => Known::Absent,
+                None => Known::Unknown,
+            }
+        };
         pending.push(Pending {
-            api: api(ctx, served, parent.namespace.as_deref()),
+            api: api(ctx, served, namespace),
+            index,
             kind,
             name,
             prepared,
             create_only,
-            cached: current.is_some(),
+            known,
         });
     }
     if ctx.dry_run_first {
@@ -252,17 +273,53 @@ pub async fn children(
             }),
             ..DeleteParams::background()
         };
+        let index = ctx
+            .children
+            .iter()
+            .find(|(s, _)| s.kind == kind)
+            .map(|(_, index)| index);
         match api(ctx, served, parent.namespace.as_deref())
             .delete(&name, &params)
             .await
         {
-            Ok(_) => writes.pruned += 1,
+            Ok(_) => {
+                if let Some(index) = index {
+                    index.record_delete(parent.namespace.as_deref(), &name);
+                }
+                writes.pruned += 1;
+            }
             // Already gone, or replaced by another object of that name.
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(source) => return Err(ApplyError::Prune { kind, name, source }),
         }
     }
     Ok(writes)
+}
+
+/// The parent as a reconcile should see it: when the host wrote its status
+/// since the cached copy was made, with that status (the watch event of
+/// the write is still on the way).
+pub fn with_written_status<'a>(ctx: &Context, parent: &'a Value) -> Cow<'a, Value> {
+    let (Some(uid), Some(version)) = (
+        parent["metadata"]["uid"].as_str(),
+        parent["metadata"]["resourceVersion"].as_str(),
+    ) else {
+        return Cow::Borrowed(parent);
+    };
+    let mut written = ctx.written_status.lock().expect("status lock");
+    match written.get(uid) {
+        Some(w) if w.based_on == version => {
+            let mut parent = parent.clone();
+            parent["status"] = w.status.clone();
+            Cow::Owned(parent)
+        }
+        Some(_) => {
+            // The cache has moved past the write.
+            written.remove(uid);
+            Cow::Borrowed(parent)
+        }
+        None => Cow::Borrowed(parent),
+    }
 }
 
 /// Applies `status` to the parent's status subresource unless the parent
@@ -281,8 +338,22 @@ pub async fn status(ctx: &Context, field_manager: &str, parent: &Value, status: 
     });
     api.patch_status(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&patch))
         .await
-        .map(|_| true)
-        .map_err(|source| ApplyError::Status { source })
+        .map_err(|source| ApplyError::Status { source })?;
+    if let (Some(uid), Some(version)) = (
+        parent["metadata"]["uid"].as_str(),
+        parent["metadata"]["resourceVersion"].as_str(),
+    ) {
+        let mut written = ctx.written_status.lock().expect("status lock");
+        let mut status = patch;
+        written.insert(
+            uid.to_owned(),
+            WrittenStatus {
+                based_on: version.to_owned(),
+                status: status["status"].take(),
+            },
+        );
+    }
+    Ok(true)
 }
 
 /// Adds or removes the host's finalizer, guarded by the resourceVersion.
@@ -308,6 +379,8 @@ pub async fn set_finalizer(ctx: &Context, parent: &Value, present: bool) -> Resu
 
 /// Serialises the parent from the cache as JSON with its kind set.
 pub fn parent_json(ctx: &Context, parent: &DynamicObject) -> Value {
-    let _ = parent.name_any();
-    as_json(parent, &ctx.parent)
+    let mut value = serde_json::to_value(parent).unwrap_or(Value::Null);
+    value["apiVersion"] = json!(ctx.parent.kind.api_version);
+    value["kind"] = json!(ctx.parent.kind.kind);
+    value
 }

@@ -2,16 +2,23 @@
 //! reconciles to the kind's plugin.
 //!
 //! [`KindController::start`] resolves the kinds through discovery, starts
-//! reflectors for the owned children (selected by the plugin's label) and
-//! the related kinds, and runs a kube-runtime `Controller` whose reconcile
-//! is [`reconcile::reconcile`]. A new module for the same kinds is swapped
-//! in with [`KindController::update`]; reconciles already running finish on
-//! the module they started with.
+//! watches of the owned children (selected by the plugin's label) and the
+//! related kinds into [`index::ObjectIndex`] caches, and runs a kube-runtime
+//! `Controller` whose reconcile is [`reconcile::reconcile`]. A new module for
+//! the same kinds is swapped in with [`KindController::update`]; reconciles
+//! already running finish on the module they started with.
+//!
+//! What triggers a reconcile: a parent change other than to its status (the
+//! host's own status writes are not news), any change of an owned child
+//! except the echo of the host's own write, and changes of related objects
+//! (of the parent's namespace; a Namespace relates to the parents in it).
 
 mod apply;
 mod backoff;
 pub mod children;
+mod index;
 mod kinds;
+mod names;
 mod reconcile;
 mod tenant;
 
@@ -22,13 +29,17 @@ use crate::metrics::Metrics;
 use crate::runtime::{KindRef, Plugin};
 use backoff::Backoff;
 use futures::StreamExt;
-use kube::Client;
+use index::{IndexKey, ObjectIndex};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::{Client, ResourceExt};
+use names::ForeignNames;
 use serde_json::Value;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -146,13 +157,29 @@ pub(crate) struct Context {
     shared: Shared,
     registration: RwLock<Arc<Registration>>,
     parent: ServedKind,
-    children: Vec<(ServedKind, Store<DynamicObject>)>,
-    related: Vec<(ServedKind, Store<DynamicObject>)>,
+    children: Vec<(ServedKind, ObjectIndex)>,
+    related: Vec<(ServedKind, ObjectIndex)>,
+    /// Per child kind, the names taken by objects that are not the plugin's.
+    foreign: Vec<(KindRef, ForeignNames)>,
     backoff: Backoff,
     recorder: Recorder,
     /// Try every write as a server-side dry run first, so a write the API
     /// refuses (RBAC, admission) leaves nothing half-applied (tenants).
     dry_run_first: bool,
+    /// The status last written per parent uid, until the parent cache shows
+    /// it (see [`WrittenStatus`]).
+    written_status: Mutex<HashMap<String, WrittenStatus>>,
+}
+
+/// A status the host wrote, remembered until the parent cache catches up,
+/// so a reconcile that starts before the watch delivers the write neither
+/// writes the same status again nor restamps its transition times.
+#[derive(Debug, Clone)]
+pub(crate) struct WrittenStatus {
+    /// The parent's resourceVersion the status was computed from.
+    pub based_on: String,
+    /// What was written.
+    pub status: Value,
 }
 
 impl Context {
@@ -164,9 +191,21 @@ impl Context {
     /// reconciling before would see no children. (The caches fill while
     /// the controller runs, so this cannot be awaited before it starts.)
     async fn caches_ready(&self) {
-        for (_, store) in self.children.iter().chain(&self.related) {
-            let _ = store.wait_until_ready().await;
+        for (_, index) in self.children.iter().chain(&self.related) {
+            index.wait_until_ready().await;
         }
+        for (_, names) in &self.foreign {
+            names.wait_until_ready().await;
+        }
+    }
+
+    /// The names taken by other objects of `kind`, once they are known.
+    fn foreign_names(&self, kind: &KindRef) -> Option<&ForeignNames> {
+        self.foreign
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, names)| names)
+            .filter(|names| names.is_ready())
     }
 }
 
@@ -174,6 +213,8 @@ impl Context {
 pub struct KindController {
     context: Arc<Context>,
     task: JoinHandle<()>,
+    /// The watches of foreign names, stopped with the controller.
+    name_watches: Vec<JoinHandle<()>>,
     /// Asks for a reconcile of every parent (after a module swap).
     reconcile_all: tokio::sync::mpsc::UnboundedSender<()>,
 }
@@ -199,41 +240,71 @@ impl KindController {
         };
         let selector = format!("{}={}", children::PLUGIN_LABEL, registration.name);
 
-        let parent_api = shared.watch_api(&parent);
-        let mut controller = Controller::new_with(parent_api, watcher::Config::default(), parent.resource.clone());
-        let parents = controller.store();
+        let parents_writer = reflector::store::Writer::new(parent.resource.clone());
+        let parents = parents_writer.as_reader();
+        let parent_events = watcher(shared.watch_api(&parent), watcher::Config::default())
+            .default_backoff()
+            .modify(|object| object.managed_fields_mut().clear());
+        let parent_changes = reflector::reflector(parents_writer, parent_events)
+            .applied_objects()
+            .predicate_filter(parent_change, Default::default());
+        let mut controller = Controller::for_stream_with(parent_changes, parents.clone(), parent.resource.clone());
 
-        let mut child_stores = Vec::new();
+        let mut child_indexes = Vec::new();
+        let mut foreign = Vec::new();
+        let mut name_watches = Vec::new();
         for kind in &registration.children {
             let served = resolve(&client, kind).await?;
             if !served.namespaced && parent.namespaced {
                 return Err(ControllerError::ClusterScopedChild { kind: kind.clone() });
             }
-            let (store, stream) = reflect(&shared, &served, watcher::Config::default().labels(&selector));
+            let index = ObjectIndex::new(&served, IndexKey::OwnerUid);
+            let config = watcher::Config::default().labels(&selector);
+            let stream = indexed(&shared, &served, config, index.clone());
             controller = controller.owns_stream_with(stream, served.resource.clone());
-            child_stores.push((served, store));
+            let (names, watch) = ForeignNames::watch(
+                shared.client.clone(),
+                &served,
+                shared.namespace.as_deref(),
+                &registration.name,
+            );
+            foreign.push((served.kind.clone(), names));
+            name_watches.push(watch);
+            child_indexes.push((served, index));
         }
-        let mut related_stores = Vec::new();
+        let mut related_indexes = Vec::new();
         for kind in &registration.related {
             let served = resolve(&client, kind).await?;
-            let (store, stream) = reflect(&shared, &served, watcher::Config::default());
+            let key = IndexKey::for_related(&served);
+            let config = match (key, &shared.namespace) {
+                // One namespace watched: its own Namespace object is all a parent can see.
+                (IndexKey::NamespaceItself, Some(ns)) => {
+                    watcher::Config::default().fields(&format!("metadata.name={ns}"))
+                }
+                _ => watcher::Config::default(),
+            };
+            let index = ObjectIndex::new(&served, key);
+            let stream = indexed(&shared, &served, config, index.clone());
             let parents = parents.clone();
             let parent_resource = parent.resource.clone();
-            let namespaced = served.namespaced;
             controller = controller.watches_stream_with(
                 stream,
                 move |other: DynamicObject| {
-                    let namespace = other.metadata.namespace.clone();
+                    let namespace = match key {
+                        IndexKey::NamespaceItself => Some(other.name_any()),
+                        IndexKey::Cluster => None,
+                        _ => other.metadata.namespace.clone(),
+                    };
                     parents
                         .state()
                         .into_iter()
-                        .filter(|p| !namespaced || p.metadata.namespace == namespace)
+                        .filter(|p| key == IndexKey::Cluster || p.metadata.namespace == namespace)
                         .map(|p| ObjectRef::from_obj_with(&*p, parent_resource.clone()))
                         .collect::<Vec<_>>()
                 },
                 served.resource.clone(),
             );
-            related_stores.push((served, store));
+            related_indexes.push((served, index));
         }
 
         let name = registration.name.clone();
@@ -243,9 +314,11 @@ impl KindController {
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
             registration: RwLock::new(Arc::new(registration)),
             parent,
-            children: child_stores,
-            related: related_stores,
+            children: child_indexes,
+            related: related_indexes,
+            foreign,
             shared,
+            written_status: Mutex::default(),
         });
         // Each plugin has its own queue and its own share of workers: one
         // plugin's slow or failing reconciles never hold another's.
@@ -273,6 +346,7 @@ impl KindController {
         Ok(Self {
             context,
             task,
+            name_watches,
             reconcile_all,
         })
     }
@@ -291,34 +365,64 @@ impl KindController {
 
     /// Stops watching and reconciling.
     pub fn stop(self) {
-        self.task.abort();
+        drop(self);
     }
 }
 
 impl Drop for KindController {
     fn drop(&mut self) {
         self.task.abort();
+        for watch in &self.name_watches {
+            watch.abort();
+        }
     }
 }
 
-/// A reflector of `kind`: a cache to read and a stream that keeps it filled
-/// (and triggers the controller).
-fn reflect(
+/// A watch of `kind` feeding `index`, as the stream of objects whose changes
+/// should trigger a reconcile (the echoes of the host's own writes left out).
+fn indexed(
     shared: &Shared,
     kind: &ServedKind,
     config: watcher::Config,
-) -> (
-    Store<DynamicObject>,
-    impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
-) {
-    let api = shared.watch_api(kind);
-    let writer = reflector::store::Writer::new(kind.resource.clone());
-    let reader = writer.as_reader();
-    // managedFields are the largest part of most objects and nothing here
-    // reads them: dropping them roughly halves what the caches hold.
-    let events = watcher(api, config).default_backoff().modify(|object| {
-        kube::ResourceExt::managed_fields_mut(object).clear();
-    });
-    let stream = reflector::reflector(writer, events).touched_objects();
-    (reader, stream)
+    index: ObjectIndex,
+) -> impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static {
+    watcher(shared.watch_api(kind), config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let trigger = match event {
+                Ok(event) => {
+                    let news = index.apply(&event);
+                    match event {
+                        watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) if news => {
+                            Some(Ok(o))
+                        }
+                        _ => None,
+                    }
+                }
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(trigger)
+        })
+}
+
+/// What of a parent, when it changes, asks for a reconcile: everything but
+/// its status (and resourceVersion). The host's own status writes are then
+/// no news; a spec change moves `generation`.
+fn parent_change(parent: &DynamicObject) -> Option<u64> {
+    let meta = &parent.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut hasher);
+    if let Some(owners) = &meta.owner_references {
+        for owner in owners {
+            owner.uid.hash(&mut hasher);
+        }
+    }
+    Some(hasher.finish())
 }

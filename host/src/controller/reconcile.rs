@@ -147,8 +147,9 @@ async fn run(
         &observed,
     )
     .await?;
-    let status = status::desired_status(parent, &desired, &status::now());
-    let wrote_status = apply::status(ctx, &manager, parent, status).await?;
+    let parent = apply::with_written_status(ctx, parent);
+    let status = status::desired_status(&parent, &desired, &status::now());
+    let wrote_status = apply::status(ctx, &manager, &parent, status).await?;
     let metrics = &ctx.shared.metrics;
     metrics.applied(&registration.name, started.elapsed());
     metrics.wrote(&registration.name, "applied", writes.applied);
@@ -157,7 +158,7 @@ async fn run(
     metrics.wrote(&registration.name, "status", u64::from(wrote_status));
     tracing::debug!(plugin = %registration.name, object = %key(parent_ref), applied = writes.applied, skipped = writes.skipped, pruned = writes.pruned, status = wrote_status, "reconciled");
 
-    publish_events(ctx, &desired, parent).await;
+    publish_events(ctx, &desired, &parent).await;
     Ok(desired.requeue_after.map_or_else(Action::await_change, Action::requeue))
 }
 
@@ -192,7 +193,7 @@ async fn call_plugin(
     ctx: &Context,
     registration: &Registration,
     parent: &Value,
-    children: Vec<Value>,
+    children: Vec<Arc<Value>>,
     finalizing: bool,
 ) -> Result<Desired, ReconcileError> {
     let namespace = parent["metadata"]["namespace"].as_str();

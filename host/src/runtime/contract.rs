@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A kind of Kubernetes object, e.g. `apps/v1` `Deployment`.
@@ -71,10 +72,10 @@ pub struct PluginInfo {
 pub struct ReconcileRequest {
     /// The parent object.
     pub parent: Value,
-    /// The observed children owned by the parent.
-    pub children: Vec<Value>,
-    /// Objects of the related kinds.
-    pub related: Vec<Value>,
+    /// The observed children owned by the parent (shared with the caches).
+    pub children: Vec<Arc<Value>>,
+    /// Objects of the related kinds (shared with the caches).
+    pub related: Vec<Arc<Value>>,
     /// The registration's config.
     pub config: Option<Value>,
     /// True while the parent is being deleted.

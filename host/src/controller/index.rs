@@ -1,0 +1,395 @@
+//! Caches of children and related objects, indexed the way a reconcile
+//! reads them, holding each object once as the JSON a plugin is handed.
+//!
+//! A reconcile needs "the children owned by this parent" and "the related
+//! objects this parent may see". Scanning a reflector's store for them is
+//! O(objects) per reconcile, and converting each match to JSON again on
+//! every reconcile costs more than the plugin call. An [`ObjectIndex`] is fed
+//! by the watch events themselves: each object is converted once, when it
+//! changes (managedFields dropped, `apiVersion`/`kind` set), and filed under
+//! its [`IndexKey`]: the controller owner's uid for children, the namespace
+//! for related objects. A lookup is then one map access, and the objects are
+//! shared (`Arc`), not copied.
+
+use super::ServedKind;
+use super::children::{PARENT_UID_LABEL, is_owned_by};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+/// How objects of one cache are filed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKey {
+    /// Children: by the uid of their controller owner, when their
+    /// parent-uid label agrees (anything else is not a child of ours).
+    OwnerUid,
+    /// Related objects of a namespaced kind: by namespace.
+    Namespace,
+    /// Related `Namespace` objects: each relates to the parents inside it.
+    NamespaceItself,
+    /// Related objects of another cluster-scoped kind: all under one key.
+    Cluster,
+}
+
+impl IndexKey {
+    /// How related objects of `kind` are filed.
+    pub fn for_related(kind: &ServedKind) -> Self {
+        if kind.namespaced {
+            Self::Namespace
+        } else if kind.kind.api_version == "v1" && kind.kind.kind == "Namespace" {
+            Self::NamespaceItself
+        } else {
+            Self::Cluster
+        }
+    }
+
+    /// The key `object` is filed under; `None` when it does not belong.
+    fn of(self, object: &DynamicObject) -> Option<String> {
+        match self {
+            Self::OwnerUid => {
+                let uid = object.labels().get(PARENT_UID_LABEL)?;
+                let controller = object.owner_references().iter().find(|r| r.controller == Some(true))?;
+                (&controller.uid == uid).then(|| uid.clone())
+            }
+            Self::Namespace => Some(object.namespace().unwrap_or_default()),
+            Self::NamespaceItself => Some(object.name_any()),
+            Self::Cluster => Some(String::new()),
+        }
+    }
+
+    /// The key a parent in `namespace` reads related objects under.
+    fn related_key(self, namespace: Option<&str>) -> String {
+        match self {
+            Self::Cluster => String::new(),
+            _ => namespace.unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+/// Marks a delete of the host's own in [`State::own_writes`].
+const DELETED: &str = "\0deleted";
+
+/// The objects under one key, by `namespace/name`.
+type Bucket = BTreeMap<String, Arc<Value>>;
+
+/// Where each cached object is filed (`None`: seen, but not ours to read).
+type KeyOf = HashMap<String, Option<String>>;
+
+#[derive(Default)]
+struct State {
+    buckets: HashMap<String, Bucket>,
+    /// Where each object is filed, to move it when its key changes.
+    key_of: KeyOf,
+    /// A relist in progress: the new state, swapped in when it completes.
+    relist: Option<(HashMap<String, Bucket>, KeyOf)>,
+    /// The resourceVersion each of the host's own writes produced, by
+    /// object: the watch event of that write is an echo, not news.
+    own_writes: HashMap<String, String>,
+}
+
+/// A cache of one kind, indexed by an [`IndexKey`]. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectIndex {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    api_version: String,
+    kind: String,
+    key: IndexKey,
+    state: RwLock<State>,
+    ready: watch::Sender<bool>,
+}
+
+impl ObjectIndex {
+    /// An empty cache of `kind`; not ready until its first list completes.
+    pub fn new(kind: &ServedKind, key: IndexKey) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                api_version: kind.kind.api_version.clone(),
+                kind: kind.kind.kind.clone(),
+                key,
+                state: RwLock::new(State::default()),
+                ready: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Takes in one watch event. Returns whether it is news that should
+    /// trigger a reconcile: not the echo of one of the host's own writes
+    /// (see [`ObjectIndex::record_write`]).
+    pub fn apply(&self, event: &watcher::Event<DynamicObject>) -> bool {
+        let mut state = self.inner.state.write().expect("index lock");
+        match event {
+            watcher::Event::Apply(object) => {
+                let id = object_id(object);
+                let json = self.inner.key.of(object).map(|key| (key, self.to_json(object)));
+                let State {
+                    buckets,
+                    key_of,
+                    own_writes,
+                    ..
+                } = &mut *state;
+                remove(buckets, key_of, &id);
+                insert(buckets, key_of, id.clone(), json);
+                let echo = own_writes
+                    .get(&id)
+                    .is_some_and(|rv| object.metadata.resource_version.as_ref() == Some(rv));
+                if echo {
+                    own_writes.remove(&id);
+                }
+                !echo
+            }
+            watcher::Event::Delete(object) => {
+                let id = object_id(object);
+                let State {
+                    buckets,
+                    key_of,
+                    own_writes,
+                    ..
+                } = &mut *state;
+                remove(buckets, key_of, &id);
+                own_writes.remove(&id).is_none_or(|rv| rv != DELETED)
+            }
+            watcher::Event::Init => {
+                state.relist = Some(Default::default());
+                false
+            }
+            watcher::Event::InitApply(object) => {
+                let json = self.inner.key.of(object).map(|key| (key, self.to_json(object)));
+                if let Some((buckets, key_of)) = state.relist.as_mut() {
+                    insert(buckets, key_of, object_id(object), json);
+                }
+                true
+            }
+            watcher::Event::InitDone => {
+                if let Some((buckets, key_of)) = state.relist.take() {
+                    state.buckets = buckets;
+                    state.key_of = key_of;
+                }
+                drop(state);
+                self.inner.ready.send_replace(true);
+                false
+            }
+        }
+    }
+
+    /// Whether the host wrote `namespace/name` and its watch event has not
+    /// arrived yet (so it is the host's even though the cache lacks it).
+    pub fn was_written(&self, namespace: Option<&str>, name: &str) -> bool {
+        let id = format!("{}/{name}", namespace.unwrap_or_default());
+        self.inner
+            .state
+            .read()
+            .expect("index lock")
+            .own_writes
+            .get(&id)
+            .is_some_and(|rv| rv != DELETED)
+    }
+
+    /// Remembers that the host deleted `namespace/name`, so the delete's
+    /// watch event does not trigger a reconcile.
+    pub fn record_delete(&self, namespace: Option<&str>, name: &str) {
+        self.record_write(namespace, name, Some(DELETED.to_owned()));
+    }
+
+    /// Remembers that the host wrote `namespace/name` and the write produced
+    /// `resource_version`, so its watch event does not trigger a reconcile.
+    pub fn record_write(&self, namespace: Option<&str>, name: &str, resource_version: Option<String>) {
+        let id = format!("{}/{name}", namespace.unwrap_or_default());
+        let mut state = self.inner.state.write().expect("index lock");
+        match resource_version {
+            Some(rv) => state.own_writes.insert(id, rv),
+            None => state.own_writes.remove(&id),
+        };
+    }
+
+    /// The objects filed under `key`.
+    pub fn get(&self, key: &str) -> Vec<Arc<Value>> {
+        let state = self.inner.state.read().expect("index lock");
+        state
+            .buckets
+            .get(key)
+            .map(|bucket| bucket.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The related objects a parent in `namespace` may see.
+    pub fn related_to(&self, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        self.get(&self.inner.key.related_key(namespace))
+    }
+
+    /// The children owned (as controller) by the parent with `uid`.
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Value>> {
+        let mut objects = self.get(uid);
+        objects.retain(|o| is_owned_by(o, uid));
+        objects
+    }
+
+    /// Whether an object `namespace/name` is cached: `None` if not, else
+    /// the key it is filed under (for children: the uid of the parent that
+    /// owns it), `Some(None)` if it is cached but belongs to no key.
+    pub fn key_of(&self, namespace: Option<&str>, name: &str) -> Option<Option<String>> {
+        let id = format!("{}/{name}", namespace.unwrap_or_default());
+        self.inner.state.read().expect("index lock").key_of.get(&id).cloned()
+    }
+
+    /// Waits until the first list has completed.
+    pub async fn wait_until_ready(&self) {
+        let mut ready = self.inner.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    fn to_json(&self, object: &DynamicObject) -> Arc<Value> {
+        let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+        if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("managedFields");
+        }
+        value["apiVersion"] = json!(self.inner.api_version);
+        value["kind"] = json!(self.inner.kind);
+        Arc::new(value)
+    }
+}
+
+fn object_id(object: &DynamicObject) -> String {
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+}
+
+fn insert(buckets: &mut HashMap<String, Bucket>, key_of: &mut KeyOf, id: String, filed: Option<(String, Arc<Value>)>) {
+    match filed {
+        Some((key, json)) => {
+            buckets.entry(key.clone()).or_default().insert(id.clone(), json);
+            key_of.insert(id, Some(key));
+        }
+        None => {
+            key_of.insert(id, None);
+        }
+    }
+}
+
+fn remove(buckets: &mut HashMap<String, Bucket>, key_of: &mut KeyOf, id: &str) {
+    if let Some(Some(key)) = key_of.remove(id)
+        && let Some(bucket) = buckets.get_mut(&key)
+    {
+        bucket.remove(id);
+        if bucket.is_empty() {
+            buckets.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::KindRef;
+    use kube::api::ApiResource;
+    use kube::core::GroupVersionKind;
+
+    fn kind(api_version: &str, kind: &str, namespaced: bool) -> ServedKind {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        ServedKind {
+            kind: KindRef::new(api_version, kind),
+            resource: ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)),
+            namespaced,
+        }
+    }
+
+    fn child(name: &str, label_uid: &str, owner_uid: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": name, "namespace": "ns",
+                "labels": {PARENT_UID_LABEL: label_uid},
+                "ownerReferences": [{"apiVersion": "x/v1", "kind": "P", "name": "p", "uid": owner_uid, "controller": true}],
+                "managedFields": [{"manager": "m"}],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn children_are_filed_by_their_controller_owner_and_move_when_it_changes() {
+        let index = ObjectIndex::new(&kind("v1", "ConfigMap", true), IndexKey::OwnerUid);
+        index.apply(&watcher::Event::Apply(child("a", "u1", "u1")));
+        index.apply(&watcher::Event::Apply(child("b", "u1", "u1")));
+        // A label that disagrees with the owner reference is not ours.
+        index.apply(&watcher::Event::Apply(child("forged", "u1", "u9")));
+        let owned = index.owned_by("u1");
+        assert_eq!(owned.len(), 2);
+        assert_eq!(owned[0]["kind"], "ConfigMap");
+        assert!(owned[0]["metadata"].get("managedFields").is_none());
+        assert_eq!(index.key_of(Some("ns"), "a"), Some(Some("u1".to_owned())));
+        assert_eq!(index.key_of(Some("ns"), "forged"), Some(None), "seen, not filed");
+
+        index.apply(&watcher::Event::Apply(child("a", "u2", "u2")));
+        assert_eq!(index.owned_by("u1").len(), 1);
+        assert_eq!(index.owned_by("u2").len(), 1);
+        index.apply(&watcher::Event::Delete(child("b", "u1", "u1")));
+        assert!(index.owned_by("u1").is_empty());
+        assert_eq!(index.key_of(Some("ns"), "b"), None);
+    }
+
+    #[test]
+    fn the_echo_of_an_own_write_is_no_news_but_a_later_change_and_a_delete_are() {
+        let index = ObjectIndex::new(&kind("v1", "ConfigMap", true), IndexKey::OwnerUid);
+        let mut object = child("a", "u1", "u1");
+        object.metadata.resource_version = Some("7".into());
+        index.record_write(Some("ns"), "a", Some("7".into()));
+        assert!(!index.apply(&watcher::Event::Apply(object.clone())), "our own write");
+        assert_eq!(index.owned_by("u1").len(), 1, "an echo still updates the cache");
+        object.metadata.resource_version = Some("8".into());
+        assert!(
+            index.apply(&watcher::Event::Apply(object.clone())),
+            "somebody else's change"
+        );
+        index.record_write(Some("ns"), "a", Some("8".into()));
+        assert!(index.was_written(Some("ns"), "a"));
+        assert!(
+            index.apply(&watcher::Event::Delete(object.clone())),
+            "somebody else's delete"
+        );
+        index.record_delete(Some("ns"), "a");
+        assert!(!index.was_written(Some("ns"), "a"));
+        assert!(!index.apply(&watcher::Event::Delete(object)), "our own prune");
+    }
+
+    #[test]
+    fn a_relist_replaces_the_contents_when_it_completes() {
+        let index = ObjectIndex::new(&kind("v1", "ConfigMap", true), IndexKey::OwnerUid);
+        index.apply(&watcher::Event::Apply(child("gone", "u1", "u1")));
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(child("kept", "u1", "u1")));
+        assert_eq!(
+            index.owned_by("u1").len(),
+            1,
+            "the old state serves until the list completes"
+        );
+        assert_eq!(index.owned_by("u1")[0]["metadata"]["name"], "gone");
+        index.apply(&watcher::Event::InitDone);
+        let owned = index.owned_by("u1");
+        assert_eq!(owned.len(), 1);
+        assert_eq!(owned[0]["metadata"]["name"], "kept");
+    }
+
+    #[test]
+    fn related_namespaces_relate_to_the_parents_inside_them() {
+        let namespaces = kind("v1", "Namespace", false);
+        assert_eq!(IndexKey::for_related(&namespaces), IndexKey::NamespaceItself);
+        assert_eq!(IndexKey::for_related(&kind("v1", "Node", false)), IndexKey::Cluster);
+        assert_eq!(IndexKey::for_related(&kind("v1", "Secret", true)), IndexKey::Namespace);
+        let index = ObjectIndex::new(&namespaces, IndexKey::NamespaceItself);
+        for name in ["team-a", "team-b"] {
+            let ns: DynamicObject =
+                serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+                    .unwrap();
+            index.apply(&watcher::Event::Apply(ns));
+        }
+        let seen = index.related_to(Some("team-a"));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0]["metadata"]["name"], "team-a");
+    }
+}

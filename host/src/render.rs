@@ -124,7 +124,12 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
         "status": status,
     });
     let mut out = String::new();
-    for object in desired.children.iter().chain(std::iter::once(&parent_out)) {
+    for object in desired
+        .children
+        .iter()
+        .map(|c| &c.body)
+        .chain(std::iter::once(&parent_out))
+    {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(object).map_err(RenderError::Print)?);
     }

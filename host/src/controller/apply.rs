@@ -4,7 +4,7 @@
 use super::children::{self, ParentRef};
 use super::index::ObjectIndex;
 use super::{Context, FINALIZER, ServedKind, WrittenStatus};
-use crate::runtime::KindRef;
+use crate::runtime::{DesiredChild, KindRef};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use std::borrow::Cow;
@@ -174,28 +174,28 @@ pub async fn children(
     field_manager: &str,
     plugin: &str,
     parent: &ParentRef,
-    desired: &[Value],
+    desired: Vec<DesiredChild>,
     observed: &[Arc<Value>],
 ) -> Result<Writes, ApplyError> {
     let mut writes = Writes::default();
     let params = &PatchParams::apply(field_manager).force();
     let mut wanted = HashSet::new();
     let mut pending = Vec::new();
-    for child in desired {
-        let kind = KindRef::of(child).expect("validated child has a kind");
+    for DesiredChild { kind, name, body } in desired {
         let (served, index, names) = ctx
             .children
             .iter()
             .find(|(served, _)| served.kind == kind)
             .map(|(served, index)| (served, index, ctx.foreign_names(&kind)))
             .ok_or_else(|| ApplyError::UnknownKind { kind: kind.clone() })?;
-        let name = child["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         wanted.insert((kind.clone(), name.clone()));
-        let prepared = children::prepare(child, parent, plugin);
-        let current = observed
-            .iter()
-            .find(|o| KindRef::of(o).as_ref() == Some(&kind) && o["metadata"]["name"] == name.as_str());
-        let create_only = children::is_create_only(child);
+        let create_only = children::is_create_only(&body);
+        let prepared = children::prepare(body, parent, plugin);
+        let current = observed.iter().find(|o| {
+            o["metadata"]["name"] == name.as_str()
+                && o["kind"] == kind.kind.as_str()
+                && o["apiVersion"] == kind.api_version.as_str()
+        });
         if let Some(current) = current
             && (create_only || children::is_up_to_date(current, &prepared))
         {

@@ -49,9 +49,9 @@ impl ParentRef {
 
 /// The object to apply for a desired child: the plugin's fields plus the
 /// host's labels, fingerprint annotation and controller owner reference.
-pub fn prepare(child: &Value, parent: &ParentRef, plugin: &str) -> Value {
-    let hash = fingerprint(child);
-    let mut object = child.clone();
+pub fn prepare(child: Value, parent: &ParentRef, plugin: &str) -> Value {
+    let hash = fingerprint(&child);
+    let mut object = child;
     let metadata = &mut object["metadata"];
     for (key, value) in [
         (MANAGED_BY, "trellis"),
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn prepare_adds_owner_labels_and_fingerprint() {
         let child = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"}, "data": {"a": "1"}});
-        let prepared = prepare(&child, &parent(), "msdeploy");
+        let prepared = prepare(child, &parent(), "msdeploy");
         assert_eq!(prepared["metadata"]["labels"][PLUGIN_LABEL], "msdeploy");
         assert_eq!(prepared["metadata"]["ownerReferences"][0]["uid"], "u-1");
         assert!(is_owned_by(&prepared, "u-1"));
@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn server_defaults_do_not_count_as_drift_but_edits_do() {
         let child = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
-        let prepared = prepare(&child, &parent(), "msdeploy");
+        let prepared = prepare(child, &parent(), "msdeploy");
         let mut observed = prepared.clone();
         observed["metadata"]["resourceVersion"] = json!("7");
         observed["spec"]["ports"][0]["protocol"] = json!("TCP");
@@ -162,12 +162,12 @@ mod tests {
     #[test]
     fn a_changed_desire_is_not_up_to_date_even_if_contained() {
         let before = prepare(
-            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}),
             &parent(),
             "x",
         );
         let after = prepare(
-            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}),
             &parent(),
             "x",
         );

@@ -134,7 +134,7 @@ async fn run(
     }
 
     let observed = apply::observed_children(ctx, parent_ref);
-    let desired = call_plugin(ctx, registration, parent, observed.clone(), false).await?;
+    let mut desired = call_plugin(ctx, registration, parent, observed.clone(), false).await?;
 
     let started = Instant::now();
     let manager = registration.field_manager();
@@ -143,7 +143,7 @@ async fn run(
         &manager,
         &registration.name,
         parent_ref,
-        &desired.children,
+        std::mem::take(&mut desired.children),
         &observed,
     )
     .await?;

@@ -107,12 +107,24 @@ pub struct Event {
     pub message: String,
 }
 
+/// A desired child, checked and parsed once: its kind and name are read
+/// from it here, not again wherever it is used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredChild {
+    /// Its kind.
+    pub kind: KindRef,
+    /// Its name.
+    pub name: String,
+    /// The object: apiVersion, kind, metadata (namespace set to the
+    /// parent's, server-owned fields and status removed) and the rest.
+    pub body: Value,
+}
+
 /// A validated response: what the host will make true.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
-    /// The desired children, each a JSON object with apiVersion, kind,
-    /// metadata.name and metadata.namespace (the parent's) set.
-    pub children: Vec<Value>,
+    /// The desired children.
+    pub children: Vec<DesiredChild>,
     /// The parent's new status (a JSON object), if the plugin set one.
     pub status: Option<Value>,
     /// Conditions to set.

@@ -17,7 +17,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use contract::{Condition, Desired, Event, KindRef, PluginInfo, ReconcileRequest};
+pub use contract::{Condition, Desired, DesiredChild, Event, KindRef, PluginInfo, ReconcileRequest};
 pub use error::{PluginFailure, RuntimeError};
 pub use plugin::{Plugin, digest};
 pub use validate::{is_dns_label, is_dns_subdomain};

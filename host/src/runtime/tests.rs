@@ -56,7 +56,7 @@ fn info_describes_the_plugin() {
 fn a_good_call_fills_in_the_namespace() {
     let desired = run("ok").unwrap();
     assert_eq!(desired.children.len(), 1);
-    assert_eq!(desired.children[0]["metadata"]["namespace"], "team-a");
+    assert_eq!(desired.children[0].body["metadata"]["namespace"], "team-a");
     assert_eq!(desired.conditions[0].reason, "Fine");
 }
 

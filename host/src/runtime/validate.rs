@@ -2,7 +2,7 @@
 //! response must follow before anything of it is written to the cluster.
 
 use super::bindings::trellis::reconciler::types as wit;
-use super::contract::{Condition, Desired, Event, KindRef, PluginInfo};
+use super::contract::{Condition, Desired, DesiredChild, Event, KindRef, PluginInfo};
 use super::error::{PluginFailure, RuntimeError};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -92,15 +92,10 @@ pub(crate) fn response(
     let mut children = Vec::with_capacity(response.children.len());
     for (index, text) in response.children.iter().enumerate() {
         let child = child(&allowed, namespace, text).map_err(|reason| invalid(format!("child {index}: {reason}")))?;
-        let key = (
-            KindRef::of(&child),
-            child["metadata"]["name"].as_str().map(str::to_owned),
-        );
-        if !seen.insert(key) {
+        if !seen.insert((child.kind.clone(), child.name.clone())) {
             return Err(invalid(format!(
                 "child {index}: {} {} is listed twice",
-                child["kind"].as_str().unwrap_or_default(),
-                child["metadata"]["name"].as_str().unwrap_or_default()
+                child.kind.kind, child.name
             )));
         }
         children.push(child);
@@ -159,13 +154,17 @@ pub(crate) fn response(
 }
 
 /// Parses and checks one child; the error is a sentence without the index.
-fn child(allowed: &HashSet<&KindRef>, namespace: Option<&str>, text: &str) -> Result<Value, String> {
+fn child(allowed: &HashSet<&KindRef>, namespace: Option<&str>, text: &str) -> Result<DesiredChild, String> {
     let mut child = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err("is not a JSON object".into()),
         Err(e) => return Err(format!("is not valid JSON: {e}")),
     };
-    let kind = KindRef::of(&Value::Object(child.clone())).ok_or("has no apiVersion and kind")?;
+    let text_of = |key: &str| child.get(key).and_then(Value::as_str);
+    let kind = match (text_of("apiVersion"), text_of("kind")) {
+        (Some(api_version), Some(kind)) => KindRef::new(api_version, kind),
+        _ => return Err("has no apiVersion and kind".into()),
+    };
     if !allowed.contains(&kind) {
         return Err(format!("kind {kind} is not among the kinds this plugin may emit"));
     }
@@ -174,8 +173,12 @@ fn child(allowed: &HashSet<&KindRef>, namespace: Option<&str>, text: &str) -> Re
         Some(Value::Object(metadata)) => metadata,
         _ => return Err(format!("{kind} has no metadata")),
     };
-    let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default();
-    if !is_dns_subdomain(name) {
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if !is_dns_subdomain(&name) {
         return Err(format!(
             "{kind} name {name:?} is not a valid object name (lowercase DNS subdomain, at most 253 characters)"
         ));
@@ -207,7 +210,11 @@ fn child(allowed: &HashSet<&KindRef>, namespace: Option<&str>, text: &str) -> Re
         _ => {}
     }
     strip_server_owned(metadata);
-    Ok(Value::Object(child))
+    Ok(DesiredChild {
+        kind,
+        name,
+        body: Value::Object(child),
+    })
 }
 
 fn strip_server_owned(metadata: &mut Map<String, Value>) {

@@ -82,10 +82,12 @@ render: plugins
 bench: plugins
 	$(CARGO) bench -p trellis --bench runtime
 
-## bench-scale: 1,000 MicroServiceDeploy parents on a local control plane
-## (TRELLIS_SCALE_N=...): wall time, host CPU per parent, peak RSS
+## bench-scale: N MicroServiceDeploy parents (TRELLIS_SCALE_N=1000,3000; default
+## 1000) on one local control plane, reconciled by the hand-written kube-rs
+## reference controller (bench/reference) and then by Trellis: wall time, CPU
+## per parent, peak RSS, API requests by verb, ratios (target/scale-bench.json)
 bench-scale: plugins envtest
-	$(CARGO) build --release -p trellis
+	$(CARGO) build --release -p trellis -p trellis-bench-reference
 	$(CARGO) bench -p trellis --bench scale
 
 fmt:

@@ -2,7 +2,7 @@
 //! unchanged), pruning of children no longer desired, status, finalizers.
 
 use super::children::{self, ParentRef};
-use super::index::ObjectIndex;
+use super::index::{ObjectIndex, WriteOutcome};
 use super::{Context, FINALIZER, ServedKind, WrittenStatus};
 use crate::runtime::{DesiredChild, KindRef};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
@@ -66,6 +66,8 @@ pub struct Writes {
     pub applied: u64,
     pub skipped: u64,
     pub pruned: u64,
+    /// Somebody else changed a child while the host wrote it: reconcile again.
+    pub missed_news: bool,
 }
 
 fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -105,6 +107,15 @@ enum Known {
     Unknown,
 }
 
+/// What applying one child did.
+enum Applied {
+    /// Written; `missed_news` when a change by somebody else came while
+    /// the write was under way (its trigger was held back).
+    Written { missed_news: bool },
+    /// Left alone: create-only and already there.
+    LeftAlone,
+}
+
 /// A child to apply.
 struct Pending<'a> {
     api: Api<DynamicObject>,
@@ -117,9 +128,8 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    /// Applies the child; `false` when it was left alone (create-only and
-    /// already there).
-    async fn apply(self, params: &PatchParams, parent: &ParentRef) -> Result<bool, ApplyError> {
+    /// Applies the child, or leaves it alone (create-only and already there).
+    async fn apply(self, params: &PatchParams, parent: &ParentRef) -> Result<Applied, ApplyError> {
         let Self {
             api,
             index,
@@ -147,23 +157,23 @@ impl Pending<'_> {
                 }
                 if create_only {
                     // Ours already, not in the cache: leave it.
-                    return Ok(false);
+                    return Ok(Applied::LeftAlone);
                 }
             }
         }
         if create_only && known == Known::Ours {
-            return Ok(false);
+            return Ok(Applied::LeftAlone);
         }
-        let applied = api
-            .patch(&name, params, &Patch::Apply(&prepared))
-            .await
-            .map_err(|source| ApplyError::Apply {
-                kind,
-                name: name.clone(),
-                source,
-            })?;
-        index.record_write(parent.namespace.as_deref(), &name, applied.metadata.resource_version);
-        Ok(true)
+        let namespace = parent.namespace.as_deref();
+        index.begin_write(namespace, &name);
+        let applied = api.patch(&name, params, &Patch::Apply(&prepared)).await;
+        let outcome = match &applied {
+            Ok(object) => WriteOutcome::Applied(object.metadata.resource_version.clone().unwrap_or_default()),
+            Err(_) => WriteOutcome::Failed,
+        };
+        let missed_news = index.end_write(namespace, &name, outcome);
+        applied.map_err(|source| ApplyError::Apply { kind, name, source })?;
+        Ok(Applied::Written { missed_news })
     }
 }
 
@@ -207,6 +217,8 @@ pub async fn children(
             Known::Ours
         } else {
             match index.key_of(namespace, &name) {
+                // Its watch event came after the observed children were read.
+                Some(Some(owner)) if owner == parent.uid => Known::Ours,
                 // Cached as another parent's child, or claiming the plugin's
                 // label without being owned: never ours to write.
                 Some(_) => {
@@ -249,10 +261,12 @@ pub async fn children(
     }
     let applies = pending.into_iter().map(|p| p.apply(params, parent));
     for result in futures::future::join_all(applies).await {
-        if result? {
-            writes.applied += 1;
-        } else {
-            writes.skipped += 1;
+        match result? {
+            Applied::Written { missed_news } => {
+                writes.applied += 1;
+                writes.missed_news |= missed_news;
+            }
+            Applied::LeftAlone => writes.skipped += 1,
         }
     }
 
@@ -278,16 +292,20 @@ pub async fn children(
             .iter()
             .find(|(s, _)| s.kind == kind)
             .map(|(_, index)| index);
-        match api(ctx, served, parent.namespace.as_deref())
-            .delete(&name, &params)
-            .await
-        {
-            Ok(_) => {
-                if let Some(index) = index {
-                    index.record_delete(parent.namespace.as_deref(), &name);
-                }
-                writes.pruned += 1;
-            }
+        let namespace = parent.namespace.as_deref();
+        if let Some(index) = index {
+            index.begin_write(namespace, &name);
+        }
+        let deleted = api(ctx, served, namespace).delete(&name, &params).await;
+        if let Some(index) = index {
+            let outcome = match &deleted {
+                Ok(_) => WriteOutcome::Deleted,
+                Err(_) => WriteOutcome::Failed,
+            };
+            writes.missed_news |= index.end_write(namespace, &name, outcome);
+        }
+        match deleted {
+            Ok(_) => writes.pruned += 1,
             // Already gone, or replaced by another object of that name.
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(source) => return Err(ApplyError::Prune { kind, name, source }),

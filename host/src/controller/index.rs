@@ -70,8 +70,30 @@ impl IndexKey {
     }
 }
 
-/// Marks a delete of the host's own in [`State::own_writes`].
-const DELETED: &str = "\0deleted";
+/// A write of the host's own to one object, as far as its watch goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OwnWrite {
+    /// Sent, no answer yet. The watch may deliver the write's event before
+    /// the answer comes: events meanwhile are held back here (their
+    /// resourceVersions, and whether one was a delete) and judged when the
+    /// answer says which resourceVersion the write made.
+    InFlight { seen: Vec<String>, deleted: bool },
+    /// Written with this resourceVersion; its event has not come yet.
+    Written(String),
+    /// Deleted by the host; the delete event has not come yet.
+    Deleted,
+}
+
+/// How a write of the host's own ended (see [`ObjectIndex::end_write`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Applied; the object now has this resourceVersion.
+    Applied(String),
+    /// Deleted.
+    Deleted,
+    /// Refused, or no answer.
+    Failed,
+}
 
 /// The objects under one key, by `namespace/name`.
 type Bucket = BTreeMap<String, Arc<Value>>;
@@ -88,7 +110,7 @@ struct State {
     relist: Option<(HashMap<String, Bucket>, KeyOf)>,
     /// The resourceVersion each of the host's own writes produced, by
     /// object: the watch event of that write is an echo, not news.
-    own_writes: HashMap<String, String>,
+    own_writes: HashMap<String, OwnWrite>,
 }
 
 /// A cache of one kind, indexed by an [`IndexKey`]. Cheap to clone.
@@ -121,7 +143,7 @@ impl ObjectIndex {
 
     /// Takes in one watch event. Returns whether it is news that should
     /// trigger a reconcile: not the echo of one of the host's own writes
-    /// (see [`ObjectIndex::record_write`]).
+    /// (see [`ObjectIndex::begin_write`]).
     pub fn apply(&self, event: &watcher::Event<DynamicObject>) -> bool {
         let mut state = self.inner.state.write().expect("index lock");
         match event {
@@ -136,13 +158,18 @@ impl ObjectIndex {
                 } = &mut *state;
                 remove(buckets, key_of, &id);
                 insert(buckets, key_of, id.clone(), json);
-                let echo = own_writes
-                    .get(&id)
-                    .is_some_and(|rv| object.metadata.resource_version.as_ref() == Some(rv));
-                if echo {
-                    own_writes.remove(&id);
+                let rv = object.metadata.resource_version.clone().unwrap_or_default();
+                match own_writes.get_mut(&id) {
+                    Some(OwnWrite::InFlight { seen, .. }) => {
+                        seen.push(rv);
+                        false
+                    }
+                    Some(OwnWrite::Written(written)) if *written == rv => {
+                        own_writes.remove(&id);
+                        false
+                    }
+                    _ => true,
                 }
-                !echo
             }
             watcher::Event::Delete(object) => {
                 let id = object_id(object);
@@ -153,7 +180,20 @@ impl ObjectIndex {
                     ..
                 } = &mut *state;
                 remove(buckets, key_of, &id);
-                own_writes.remove(&id).is_none_or(|rv| rv != DELETED)
+                match own_writes.get_mut(&id) {
+                    Some(OwnWrite::InFlight { deleted, .. }) => {
+                        *deleted = true;
+                        false
+                    }
+                    Some(OwnWrite::Deleted) => {
+                        own_writes.remove(&id);
+                        false
+                    }
+                    _ => {
+                        own_writes.remove(&id);
+                        true
+                    }
+                }
             }
             watcher::Event::Init => {
                 state.relist = Some(Default::default());
@@ -182,30 +222,51 @@ impl ObjectIndex {
     /// arrived yet (so it is the host's even though the cache lacks it).
     pub fn was_written(&self, namespace: Option<&str>, name: &str) -> bool {
         let id = format!("{}/{name}", namespace.unwrap_or_default());
-        self.inner
-            .state
-            .read()
-            .expect("index lock")
-            .own_writes
-            .get(&id)
-            .is_some_and(|rv| rv != DELETED)
+        let state = self.inner.state.read().expect("index lock");
+        matches!(state.own_writes.get(&id), Some(OwnWrite::Written(_)))
     }
 
-    /// Remembers that the host deleted `namespace/name`, so the delete's
-    /// watch event does not trigger a reconcile.
-    pub fn record_delete(&self, namespace: Option<&str>, name: &str) {
-        self.record_write(namespace, name, Some(DELETED.to_owned()));
-    }
-
-    /// Remembers that the host wrote `namespace/name` and the write produced
-    /// `resource_version`, so its watch event does not trigger a reconcile.
-    pub fn record_write(&self, namespace: Option<&str>, name: &str, resource_version: Option<String>) {
+    /// Marks the start of a write (apply or delete) of `namespace/name` by
+    /// the host: its watch events are held back until [`Self::end_write`].
+    pub fn begin_write(&self, namespace: Option<&str>, name: &str) {
         let id = format!("{}/{name}", namespace.unwrap_or_default());
         let mut state = self.inner.state.write().expect("index lock");
-        match resource_version {
-            Some(rv) => state.own_writes.insert(id, rv),
-            None => state.own_writes.remove(&id),
+        state.own_writes.insert(
+            id,
+            OwnWrite::InFlight {
+                seen: Vec::new(),
+                deleted: false,
+            },
+        );
+    }
+
+    /// Marks the end of a write begun with [`Self::begin_write`]: `outcome`
+    /// is the resourceVersion an apply made, [`WriteOutcome::Deleted`] for
+    /// a delete, [`WriteOutcome::Failed`] when the API refused. Returns
+    /// whether an event held back meanwhile was news (somebody else's
+    /// change), so the caller reconciles again.
+    pub fn end_write(&self, namespace: Option<&str>, name: &str, outcome: WriteOutcome) -> bool {
+        let id = format!("{}/{name}", namespace.unwrap_or_default());
+        let mut state = self.inner.state.write().expect("index lock");
+        let Some(OwnWrite::InFlight { seen, deleted }) = state.own_writes.remove(&id) else {
+            return false;
         };
+        match outcome {
+            WriteOutcome::Applied(rv) => {
+                let ours_seen = seen.contains(&rv);
+                if !ours_seen {
+                    state.own_writes.insert(id, OwnWrite::Written(rv.clone()));
+                }
+                deleted || seen.iter().any(|s| *s != rv)
+            }
+            WriteOutcome::Deleted => {
+                if !deleted {
+                    state.own_writes.insert(id, OwnWrite::Deleted);
+                }
+                !seen.is_empty()
+            }
+            WriteOutcome::Failed => deleted || !seen.is_empty(),
+        }
     }
 
     /// The objects filed under `key`.
@@ -338,7 +399,9 @@ mod tests {
         let index = ObjectIndex::new(&kind("v1", "ConfigMap", true), IndexKey::OwnerUid);
         let mut object = child("a", "u1", "u1");
         object.metadata.resource_version = Some("7".into());
-        index.record_write(Some("ns"), "a", Some("7".into()));
+        index.begin_write(Some("ns"), "a");
+        assert!(!index.end_write(Some("ns"), "a", WriteOutcome::Applied("7".into())));
+        assert!(index.was_written(Some("ns"), "a"));
         assert!(!index.apply(&watcher::Event::Apply(object.clone())), "our own write");
         assert_eq!(index.owned_by("u1").len(), 1, "an echo still updates the cache");
         object.metadata.resource_version = Some("8".into());
@@ -346,15 +409,35 @@ mod tests {
             index.apply(&watcher::Event::Apply(object.clone())),
             "somebody else's change"
         );
-        index.record_write(Some("ns"), "a", Some("8".into()));
-        assert!(index.was_written(Some("ns"), "a"));
         assert!(
             index.apply(&watcher::Event::Delete(object.clone())),
             "somebody else's delete"
         );
-        index.record_delete(Some("ns"), "a");
+        index.begin_write(Some("ns"), "a");
+        assert!(!index.end_write(Some("ns"), "a", WriteOutcome::Deleted));
         assert!(!index.was_written(Some("ns"), "a"));
         assert!(!index.apply(&watcher::Event::Delete(object)), "our own prune");
+    }
+
+    #[test]
+    fn events_during_a_write_are_judged_by_the_answer() {
+        let index = ObjectIndex::new(&kind("v1", "ConfigMap", true), IndexKey::OwnerUid);
+        let mut object = child("a", "u1", "u1");
+        // The echo comes before the answer: held back, then known as ours.
+        index.begin_write(Some("ns"), "a");
+        object.metadata.resource_version = Some("7".into());
+        assert!(!index.apply(&watcher::Event::Apply(object.clone())));
+        assert!(!index.end_write(Some("ns"), "a", WriteOutcome::Applied("7".into())));
+        assert!(!index.was_written(Some("ns"), "a"), "its echo has come");
+        // Somebody else's change while ours is under way: news after all.
+        index.begin_write(Some("ns"), "a");
+        object.metadata.resource_version = Some("8".into());
+        assert!(!index.apply(&watcher::Event::Apply(object.clone())));
+        assert!(index.end_write(Some("ns"), "a", WriteOutcome::Applied("9".into())));
+        // A refused write: what was held back is news.
+        index.begin_write(Some("ns"), "a");
+        assert!(!index.apply(&watcher::Event::Apply(object)));
+        assert!(index.end_write(Some("ns"), "a", WriteOutcome::Failed));
     }
 
     #[test]

@@ -159,6 +159,9 @@ async fn run(
     tracing::debug!(plugin = %registration.name, object = %key(parent_ref), applied = writes.applied, skipped = writes.skipped, pruned = writes.pruned, status = wrote_status, "reconciled");
 
     publish_events(ctx, &desired, &parent).await;
+    if writes.missed_news {
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     Ok(desired.requeue_after.map_or_else(Action::await_change, Action::requeue))
 }
 

@@ -31,7 +31,9 @@ fn request(sample: &str) -> ReconcileRequest {
     // Three Nodes for the plugins that read them.
     let related = (0..3)
         .map(|i| {
-            std::sync::Arc::new(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i}")}}))
+            std::sync::Arc::from(
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i}")}}).to_string(),
+            )
         })
         .collect();
     ReconcileRequest {

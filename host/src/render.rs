@@ -105,8 +105,8 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     }
     let request = ReconcileRequest {
         parent,
-        children: children.into_iter().map(Arc::new).collect(),
-        related: related.into_iter().map(Arc::new).collect(),
+        children: children.iter().map(|c| Arc::from(c.to_string())).collect(),
+        related: related.iter().map(|r| Arc::from(r.to_string())).collect(),
         config,
         finalizing: false,
     };

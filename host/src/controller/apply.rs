@@ -2,7 +2,7 @@
 //! unchanged), pruning of children no longer desired, status, finalizers.
 
 use super::children::{self, ParentRef};
-use super::index::{ObjectIndex, WriteOutcome};
+use super::index::{CachedObject, ObjectIndex, WriteOutcome};
 use super::{Context, FINALIZER, ServedKind, WrittenStatus};
 use crate::runtime::{DesiredChild, KindRef};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
@@ -78,8 +78,8 @@ fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<Dynamic
     }
 }
 
-/// The observed children owned by `parent`, as JSON with kind set.
-pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Arc<Value>> {
+/// The observed children owned by `parent`.
+pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Arc<CachedObject>> {
     ctx.children
         .iter()
         .flat_map(|(_, index)| index.owned_by(&parent.uid))
@@ -87,7 +87,7 @@ pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Arc<Value>> {
 }
 
 /// The related objects a parent in `namespace` may see.
-pub fn related_objects(ctx: &Context, namespace: Option<&str>) -> Vec<Arc<Value>> {
+pub fn related_objects(ctx: &Context, namespace: Option<&str>) -> Vec<Arc<CachedObject>> {
     ctx.related
         .iter()
         .flat_map(|(_, index)| index.related_to(namespace))
@@ -185,7 +185,7 @@ pub async fn children(
     plugin: &str,
     parent: &ParentRef,
     desired: Vec<DesiredChild>,
-    observed: &[Arc<Value>],
+    observed: &[Arc<CachedObject>],
 ) -> Result<Writes, ApplyError> {
     let mut writes = Writes::default();
     let params = &PatchParams::apply(field_manager).force();
@@ -201,13 +201,9 @@ pub async fn children(
         wanted.insert((kind.clone(), name.clone()));
         let create_only = children::is_create_only(&body);
         let prepared = children::prepare(body, parent, plugin);
-        let current = observed.iter().find(|o| {
-            o["metadata"]["name"] == name.as_str()
-                && o["kind"] == kind.kind.as_str()
-                && o["apiVersion"] == kind.api_version.as_str()
-        });
+        let current = observed.iter().find(|o| o.name == name && *o.kind == kind);
         if let Some(current) = current
-            && (create_only || children::is_up_to_date(current, &prepared))
+            && (create_only || is_up_to_date(current, &prepared))
         {
             writes.skipped += 1;
             continue;
@@ -271,15 +267,14 @@ pub async fn children(
     }
 
     for stale in observed {
-        let kind = KindRef::of(stale).expect("observed child has a kind");
-        let name = stale["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        if wanted.contains(&(kind.clone(), name.clone())) || !stale["metadata"]["deletionTimestamp"].is_null() {
+        let (kind, name) = ((*stale.kind).clone(), stale.name.clone());
+        if wanted.contains(&(kind.clone(), name.clone())) || stale.deleting {
             continue;
         }
         let Some((served, _)) = ctx.children.iter().find(|(s, _)| s.kind == kind) else {
             continue;
         };
-        let uid = stale["metadata"]["uid"].as_str().map(str::to_owned);
+        let uid = stale.uid.clone();
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid,
@@ -312,6 +307,17 @@ pub async fn children(
         }
     }
     Ok(writes)
+}
+
+/// True when applying `prepared` would change nothing in `observed`. The
+/// host's own write, unchanged since, holds what was applied: only the
+/// fingerprint needs comparing; otherwise every field the host sets.
+fn is_up_to_date(observed: &CachedObject, prepared: &Value) -> bool {
+    let wanted_hash = prepared["metadata"]["annotations"][children::DESIRED_HASH].as_str();
+    if observed.as_written {
+        return observed.desired_hash.as_deref() == wanted_hash;
+    }
+    children::is_up_to_date(&observed.value(), prepared)
 }
 
 /// The parent as a reconcile should see it: when the host wrote its status

@@ -5,14 +5,19 @@
 //! objects this parent may see". Scanning a reflector's store for them is
 //! O(objects) per reconcile, and converting each match to JSON again on
 //! every reconcile costs more than the plugin call. An [`ObjectIndex`] is fed
-//! by the watch events themselves: each object is converted once, when it
+//! by the watch events themselves: each object is serialised once, when it
 //! changes (managedFields dropped, `apiVersion`/`kind` set), and filed under
 //! its [`IndexKey`]: the controller owner's uid for children, the namespace
 //! for related objects. A lookup is then one map access, and the objects are
 //! shared (`Arc`), not copied.
+//!
+//! Objects are kept as their JSON text ([`CachedObject`]), which is what a
+//! plugin is handed, plus the few fields the host reads without parsing: a
+//! parsed `serde_json::Value` takes several times the memory of its text.
 
 use super::ServedKind;
-use super::children::{PARENT_UID_LABEL, is_owned_by};
+use super::children::{DESIRED_HASH, PARENT_UID_LABEL};
+use crate::runtime::KindRef;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
@@ -95,8 +100,35 @@ pub enum WriteOutcome {
     Failed,
 }
 
+/// One cached object: its JSON text and what the host reads of it.
+#[derive(Debug)]
+pub struct CachedObject {
+    /// Its kind (shared by every object of the cache).
+    pub kind: Arc<KindRef>,
+    /// Its name.
+    pub name: String,
+    /// Its uid.
+    pub uid: Option<String>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+    /// The fingerprint the host put on it when it applied it.
+    pub desired_hash: Option<String>,
+    /// True when this is the state the host's own write produced (its echo),
+    /// so it holds what was applied and nobody has changed it since.
+    pub as_written: bool,
+    /// The object as JSON (managedFields dropped, apiVersion and kind set).
+    pub text: Arc<str>,
+}
+
+impl CachedObject {
+    /// The object parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+}
+
 /// The objects under one key, by `namespace/name`.
-type Bucket = BTreeMap<String, Arc<Value>>;
+type Bucket = BTreeMap<String, Arc<CachedObject>>;
 
 /// Where each cached object is filed (`None`: seen, but not ours to read).
 type KeyOf = HashMap<String, Option<String>>;
@@ -120,8 +152,7 @@ pub struct ObjectIndex {
 }
 
 struct Inner {
-    api_version: String,
-    kind: String,
+    kind: Arc<KindRef>,
     key: IndexKey,
     state: RwLock<State>,
     ready: watch::Sender<bool>,
@@ -132,8 +163,7 @@ impl ObjectIndex {
     pub fn new(kind: &ServedKind, key: IndexKey) -> Self {
         Self {
             inner: Arc::new(Inner {
-                api_version: kind.kind.api_version.clone(),
-                kind: kind.kind.kind.clone(),
+                kind: Arc::new(kind.kind.clone()),
                 key,
                 state: RwLock::new(State::default()),
                 ready: watch::channel(false).0,
@@ -149,27 +179,32 @@ impl ObjectIndex {
         match event {
             watcher::Event::Apply(object) => {
                 let id = object_id(object);
-                let json = self.inner.key.of(object).map(|key| (key, self.to_json(object)));
+                let rv = object.metadata.resource_version.clone().unwrap_or_default();
                 let State {
                     buckets,
                     key_of,
                     own_writes,
                     ..
                 } = &mut *state;
-                remove(buckets, key_of, &id);
-                insert(buckets, key_of, id.clone(), json);
-                let rv = object.metadata.resource_version.clone().unwrap_or_default();
-                match own_writes.get_mut(&id) {
+                let (news, as_written) = match own_writes.get_mut(&id) {
                     Some(OwnWrite::InFlight { seen, .. }) => {
                         seen.push(rv);
-                        false
+                        (false, false)
                     }
                     Some(OwnWrite::Written(written)) if *written == rv => {
                         own_writes.remove(&id);
-                        false
+                        (false, true)
                     }
-                    _ => true,
-                }
+                    _ => (true, false),
+                };
+                let filed = self
+                    .inner
+                    .key
+                    .of(object)
+                    .map(|key| (key, self.cached(object, as_written)));
+                remove(buckets, key_of, &id);
+                insert(buckets, key_of, id, filed);
+                news
             }
             watcher::Event::Delete(object) => {
                 let id = object_id(object);
@@ -200,9 +235,9 @@ impl ObjectIndex {
                 false
             }
             watcher::Event::InitApply(object) => {
-                let json = self.inner.key.of(object).map(|key| (key, self.to_json(object)));
+                let filed = self.inner.key.of(object).map(|key| (key, self.cached(object, false)));
                 if let Some((buckets, key_of)) = state.relist.as_mut() {
-                    insert(buckets, key_of, object_id(object), json);
+                    insert(buckets, key_of, object_id(object), filed);
                 }
                 true
             }
@@ -270,7 +305,7 @@ impl ObjectIndex {
     }
 
     /// The objects filed under `key`.
-    pub fn get(&self, key: &str) -> Vec<Arc<Value>> {
+    pub fn get(&self, key: &str) -> Vec<Arc<CachedObject>> {
         let state = self.inner.state.read().expect("index lock");
         state
             .buckets
@@ -280,15 +315,14 @@ impl ObjectIndex {
     }
 
     /// The related objects a parent in `namespace` may see.
-    pub fn related_to(&self, namespace: Option<&str>) -> Vec<Arc<Value>> {
+    pub fn related_to(&self, namespace: Option<&str>) -> Vec<Arc<CachedObject>> {
         self.get(&self.inner.key.related_key(namespace))
     }
 
     /// The children owned (as controller) by the parent with `uid`.
-    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Value>> {
-        let mut objects = self.get(uid);
-        objects.retain(|o| is_owned_by(o, uid));
-        objects
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<CachedObject>> {
+        // Filed by the controller owner's uid: every object here is owned.
+        self.get(uid)
     }
 
     /// Whether an object `namespace/name` is cached: `None` if not, else
@@ -305,14 +339,23 @@ impl ObjectIndex {
         let _ = ready.wait_for(|r| *r).await;
     }
 
-    fn to_json(&self, object: &DynamicObject) -> Arc<Value> {
+    fn cached(&self, object: &DynamicObject, as_written: bool) -> Arc<CachedObject> {
         let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
         if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             metadata.remove("managedFields");
         }
-        value["apiVersion"] = json!(self.inner.api_version);
-        value["kind"] = json!(self.inner.kind);
-        Arc::new(value)
+        value["apiVersion"] = json!(self.inner.kind.api_version);
+        value["kind"] = json!(self.inner.kind.kind);
+        let meta = &object.metadata;
+        Arc::new(CachedObject {
+            kind: self.inner.kind.clone(),
+            name: object.name_any(),
+            uid: meta.uid.clone(),
+            deleting: meta.deletion_timestamp.is_some(),
+            desired_hash: meta.annotations.as_ref().and_then(|a| a.get(DESIRED_HASH)).cloned(),
+            as_written,
+            text: value.to_string().into(),
+        })
     }
 }
 
@@ -320,7 +363,12 @@ fn object_id(object: &DynamicObject) -> String {
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
-fn insert(buckets: &mut HashMap<String, Bucket>, key_of: &mut KeyOf, id: String, filed: Option<(String, Arc<Value>)>) {
+fn insert(
+    buckets: &mut HashMap<String, Bucket>,
+    key_of: &mut KeyOf,
+    id: String,
+    filed: Option<(String, Arc<CachedObject>)>,
+) {
     match filed {
         Some((key, json)) => {
             buckets.entry(key.clone()).or_default().insert(id.clone(), json);
@@ -346,7 +394,6 @@ fn remove(buckets: &mut HashMap<String, Bucket>, key_of: &mut KeyOf, id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::KindRef;
     use kube::api::ApiResource;
     use kube::core::GroupVersionKind;
 
@@ -381,8 +428,9 @@ mod tests {
         index.apply(&watcher::Event::Apply(child("forged", "u1", "u9")));
         let owned = index.owned_by("u1");
         assert_eq!(owned.len(), 2);
-        assert_eq!(owned[0]["kind"], "ConfigMap");
-        assert!(owned[0]["metadata"].get("managedFields").is_none());
+        let first = owned[0].value();
+        assert_eq!(first["kind"], "ConfigMap");
+        assert!(first["metadata"].get("managedFields").is_none());
         assert_eq!(index.key_of(Some("ns"), "a"), Some(Some("u1".to_owned())));
         assert_eq!(index.key_of(Some("ns"), "forged"), Some(None), "seen, not filed");
 
@@ -404,6 +452,7 @@ mod tests {
         assert!(index.was_written(Some("ns"), "a"));
         assert!(!index.apply(&watcher::Event::Apply(object.clone())), "our own write");
         assert_eq!(index.owned_by("u1").len(), 1, "an echo still updates the cache");
+        assert!(index.owned_by("u1")[0].as_written);
         object.metadata.resource_version = Some("8".into());
         assert!(
             index.apply(&watcher::Event::Apply(object.clone())),
@@ -451,11 +500,11 @@ mod tests {
             1,
             "the old state serves until the list completes"
         );
-        assert_eq!(index.owned_by("u1")[0]["metadata"]["name"], "gone");
+        assert_eq!(index.owned_by("u1")[0].name, "gone");
         index.apply(&watcher::Event::InitDone);
         let owned = index.owned_by("u1");
         assert_eq!(owned.len(), 1);
-        assert_eq!(owned[0]["metadata"]["name"], "kept");
+        assert_eq!(owned[0].name, "kept");
     }
 
     #[test]
@@ -473,6 +522,6 @@ mod tests {
         }
         let seen = index.related_to(Some("team-a"));
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0]["metadata"]["name"], "team-a");
+        assert_eq!(seen[0].name, "team-a");
     }
 }

@@ -4,6 +4,7 @@
 
 use super::apply::{self, ApplyError};
 use super::children::ParentRef;
+use super::index::CachedObject;
 use super::{Context, FINALIZER, Registration};
 use crate::runtime::{Desired, PluginFailure, ReconcileRequest, RuntimeError};
 use crate::status;
@@ -196,14 +197,17 @@ async fn call_plugin(
     ctx: &Context,
     registration: &Registration,
     parent: &Value,
-    children: Vec<Arc<Value>>,
+    children: Vec<Arc<CachedObject>>,
     finalizing: bool,
 ) -> Result<Desired, ReconcileError> {
     let namespace = parent["metadata"]["namespace"].as_str();
     let request = ReconcileRequest {
         parent: parent.clone(),
-        children,
-        related: apply::related_objects(ctx, namespace),
+        children: children.iter().map(|c| c.text.clone()).collect(),
+        related: apply::related_objects(ctx, namespace)
+            .iter()
+            .map(|r| r.text.clone())
+            .collect(),
         config: registration.config.clone(),
         finalizing,
     };

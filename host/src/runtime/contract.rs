@@ -72,10 +72,11 @@ pub struct PluginInfo {
 pub struct ReconcileRequest {
     /// The parent object.
     pub parent: Value,
-    /// The observed children owned by the parent (shared with the caches).
-    pub children: Vec<Arc<Value>>,
-    /// Objects of the related kinds (shared with the caches).
-    pub related: Vec<Arc<Value>>,
+    /// The observed children owned by the parent, as JSON text (shared
+    /// with the caches).
+    pub children: Vec<Arc<str>>,
+    /// Objects of the related kinds, as JSON text (shared with the caches).
+    pub related: Vec<Arc<str>>,
     /// The registration's config.
     pub config: Option<Value>,
     /// True while the parent is being deleted.

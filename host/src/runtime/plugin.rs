@@ -101,8 +101,8 @@ impl Plugin {
         let subject = object_key(&req.parent);
         let wit_req = wit::Request {
             parent: req.parent.to_string(),
-            children: req.children.iter().map(|c| c.to_string()).collect(),
-            related: req.related.iter().map(|r| r.to_string()).collect(),
+            children: req.children.iter().map(|c| String::from(&**c)).collect(),
+            related: req.related.iter().map(|r| String::from(&**r)).collect(),
             config: req.config.as_ref().map(Value::to_string),
             finalizing: req.finalizing,
         };

@@ -334,7 +334,7 @@ pub fn with_written_status<'a>(ctx: &Context, parent: &'a Value) -> Cow<'a, Valu
     match written.get(uid) {
         Some(w) if w.based_on == version => {
             let mut parent = parent.clone();
-            parent["status"] = w.status.clone();
+            parent["status"] = serde_json::from_str(&w.status).unwrap_or(Value::Null);
             Cow::Owned(parent)
         }
         Some(_) => {
@@ -373,7 +373,7 @@ pub async fn status(ctx: &Context, field_manager: &str, parent: &Value, status: 
             uid.to_owned(),
             WrittenStatus {
                 based_on: version.to_owned(),
-                status: status["status"].take(),
+                status: status["status"].take().to_string(),
             },
         );
     }

@@ -178,8 +178,9 @@ pub(crate) struct Context {
 pub(crate) struct WrittenStatus {
     /// The parent's resourceVersion the status was computed from.
     pub based_on: String,
-    /// What was written.
-    pub status: Value,
+    /// What was written, as JSON text (a few hundred bytes, where the
+    /// parsed value would take several KiB per parent).
+    pub status: String,
 }
 
 impl Context {

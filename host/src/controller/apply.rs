@@ -2,7 +2,7 @@
 //! unchanged), pruning of children no longer desired, status, finalizers.
 
 use super::children::{self, ParentRef};
-use super::index::{CachedObject, ObjectIndex, WriteOutcome};
+use super::index::{self, CachedObject, ObjectIndex, WriteOutcome};
 use super::{Context, FINALIZER, ServedKind, WrittenStatus};
 use crate::runtime::{DesiredChild, KindRef};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
@@ -82,7 +82,7 @@ fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<Dynamic
 pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Arc<CachedObject>> {
     ctx.children
         .iter()
-        .flat_map(|(_, index)| index.owned_by(&parent.uid))
+        .flat_map(|child| child.index.owned_by(&parent.uid))
         .collect()
 }
 
@@ -192,12 +192,10 @@ pub async fn children(
     let mut wanted = HashSet::new();
     let mut pending = Vec::new();
     for DesiredChild { kind, name, body } in desired {
-        let (served, index, names) = ctx
-            .children
-            .iter()
-            .find(|(served, _)| served.kind == kind)
-            .map(|(served, index)| (served, index, ctx.foreign_names(&kind)))
+        let child_kind = ctx
+            .child_kind(&kind)
             .ok_or_else(|| ApplyError::UnknownKind { kind: kind.clone() })?;
+        let index = &child_kind.index;
         wanted.insert((kind.clone(), name.clone()));
         let create_only = children::is_create_only(&body);
         let prepared = children::prepare(body, parent, plugin);
@@ -224,13 +222,15 @@ pub async fn children(
                         parent: parent.kind.kind.clone(),
                     });
                 }
-                None if names.is_some_and(|n| n.contains(namespace, &name)) => Known::Unknown,
-                None if names.is_some() => Known::Absent,
+                // Nobody else has the name (once the names are known).
+                None if child_kind.foreign.is_ready() && !child_kind.foreign.contains(namespace, &name) => {
+                    Known::Absent
+                }
                 None => Known::Unknown,
             }
         };
         pending.push(Pending {
-            api: api(ctx, served, namespace),
+            api: api(ctx, &child_kind.served, namespace),
             index,
             kind,
             name,
@@ -271,7 +271,7 @@ pub async fn children(
         if wanted.contains(&(kind.clone(), name.clone())) || stale.deleting {
             continue;
         }
-        let Some((served, _)) = ctx.children.iter().find(|(s, _)| s.kind == kind) else {
+        let Some(child_kind) = ctx.child_kind(&kind) else {
             continue;
         };
         let uid = stale.uid.clone();
@@ -282,23 +282,14 @@ pub async fn children(
             }),
             ..DeleteParams::background()
         };
-        let index = ctx
-            .children
-            .iter()
-            .find(|(s, _)| s.kind == kind)
-            .map(|(_, index)| index);
         let namespace = parent.namespace.as_deref();
-        if let Some(index) = index {
-            index.begin_write(namespace, &name);
-        }
-        let deleted = api(ctx, served, namespace).delete(&name, &params).await;
-        if let Some(index) = index {
-            let outcome = match &deleted {
-                Ok(_) => WriteOutcome::Deleted,
-                Err(_) => WriteOutcome::Failed,
-            };
-            writes.missed_news |= index.end_write(namespace, &name, outcome);
-        }
+        child_kind.index.begin_write(namespace, &name);
+        let deleted = api(ctx, &child_kind.served, namespace).delete(&name, &params).await;
+        let outcome = match &deleted {
+            Ok(_) => WriteOutcome::Deleted,
+            Err(_) => WriteOutcome::Failed,
+        };
+        writes.missed_news |= child_kind.index.end_write(namespace, &name, outcome);
         match deleted {
             Ok(_) => writes.pruned += 1,
             // Already gone, or replaced by another object of that name.
@@ -324,10 +315,7 @@ fn is_up_to_date(observed: &CachedObject, prepared: &Value) -> bool {
 /// since the cached copy was made, with that status (the watch event of
 /// the write is still on the way).
 pub fn with_written_status<'a>(ctx: &Context, parent: &'a Value) -> Cow<'a, Value> {
-    let (Some(uid), Some(version)) = (
-        parent["metadata"]["uid"].as_str(),
-        parent["metadata"]["resourceVersion"].as_str(),
-    ) else {
+    let Some((uid, version)) = uid_and_version(parent) else {
         return Cow::Borrowed(parent);
     };
     let mut written = ctx.written_status.lock().expect("status lock");
@@ -363,21 +351,22 @@ pub async fn status(ctx: &Context, field_manager: &str, parent: &Value, status: 
     api.patch_status(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&patch))
         .await
         .map_err(|source| ApplyError::Status { source })?;
-    if let (Some(uid), Some(version)) = (
-        parent["metadata"]["uid"].as_str(),
-        parent["metadata"]["resourceVersion"].as_str(),
-    ) {
-        let mut written = ctx.written_status.lock().expect("status lock");
-        let mut status = patch;
-        written.insert(
-            uid.to_owned(),
-            WrittenStatus {
-                based_on: version.to_owned(),
-                status: status["status"].take().to_string(),
-            },
-        );
+    if let Some((uid, version)) = uid_and_version(parent) {
+        let written = WrittenStatus {
+            based_on: version.to_owned(),
+            status: patch["status"].to_string(),
+        };
+        ctx.written_status
+            .lock()
+            .expect("status lock")
+            .insert(uid.to_owned(), written);
     }
     Ok(true)
+}
+
+fn uid_and_version(parent: &Value) -> Option<(&str, &str)> {
+    let metadata = &parent["metadata"];
+    Some((metadata["uid"].as_str()?, metadata["resourceVersion"].as_str()?))
 }
 
 /// Adds or removes the host's finalizer, guarded by the resourceVersion.
@@ -403,8 +392,5 @@ pub async fn set_finalizer(ctx: &Context, parent: &Value, present: bool) -> Resu
 
 /// Serialises the parent from the cache as JSON with its kind set.
 pub fn parent_json(ctx: &Context, parent: &DynamicObject) -> Value {
-    let mut value = serde_json::to_value(parent).unwrap_or(Value::Null);
-    value["apiVersion"] = json!(ctx.parent.kind.api_version);
-    value["kind"] = json!(ctx.parent.kind.kind);
-    value
+    index::object_json(parent, &ctx.parent.kind)
 }

@@ -305,7 +305,7 @@ impl ObjectIndex {
     }
 
     /// The objects filed under `key`.
-    pub fn get(&self, key: &str) -> Vec<Arc<CachedObject>> {
+    fn get(&self, key: &str) -> Vec<Arc<CachedObject>> {
         let state = self.inner.state.read().expect("index lock");
         state
             .buckets
@@ -340,12 +340,7 @@ impl ObjectIndex {
     }
 
     fn cached(&self, object: &DynamicObject, as_written: bool) -> Arc<CachedObject> {
-        let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
-        if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.remove("managedFields");
-        }
-        value["apiVersion"] = json!(self.inner.kind.api_version);
-        value["kind"] = json!(self.inner.kind.kind);
+        let value = object_json(object, &self.inner.kind);
         let meta = &object.metadata;
         Arc::new(CachedObject {
             kind: self.inner.kind.clone(),
@@ -357,6 +352,18 @@ impl ObjectIndex {
             text: value.to_string().into(),
         })
     }
+}
+
+/// An object as the JSON a plugin is handed: `apiVersion` and `kind` set
+/// (list items lack them), managedFields dropped (nothing reads them).
+pub fn object_json(object: &DynamicObject, kind: &KindRef) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("managedFields");
+    }
+    value["apiVersion"] = json!(kind.api_version);
+    value["kind"] = json!(kind.kind);
+    value
 }
 
 fn object_id(object: &DynamicObject) -> String {

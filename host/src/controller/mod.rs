@@ -157,10 +157,8 @@ pub(crate) struct Context {
     shared: Shared,
     registration: RwLock<Arc<Registration>>,
     parent: ServedKind,
-    children: Vec<(ServedKind, ObjectIndex)>,
+    children: Vec<ChildKind>,
     related: Vec<(ServedKind, ObjectIndex)>,
-    /// Per child kind, the names taken by objects that are not the plugin's.
-    foreign: Vec<(KindRef, ForeignNames)>,
     backoff: Backoff,
     recorder: Recorder,
     /// Try every write as a server-side dry run first, so a write the API
@@ -169,6 +167,13 @@ pub(crate) struct Context {
     /// The status last written per parent uid, until the parent cache shows
     /// it (see [`WrittenStatus`]).
     written_status: Mutex<HashMap<String, WrittenStatus>>,
+}
+
+/// A kind the plugin emits: its cache, and the names other objects of it take.
+pub(crate) struct ChildKind {
+    served: ServedKind,
+    index: ObjectIndex,
+    foreign: ForeignNames,
 }
 
 /// A status the host wrote, remembered until the parent cache catches up,
@@ -192,21 +197,18 @@ impl Context {
     /// reconciling before would see no children. (The caches fill while
     /// the controller runs, so this cannot be awaited before it starts.)
     async fn caches_ready(&self) {
-        for (_, index) in self.children.iter().chain(&self.related) {
-            index.wait_until_ready().await;
+        for child in &self.children {
+            child.index.wait_until_ready().await;
+            child.foreign.wait_until_ready().await;
         }
-        for (_, names) in &self.foreign {
-            names.wait_until_ready().await;
+        for (_, index) in &self.related {
+            index.wait_until_ready().await;
         }
     }
 
-    /// The names taken by other objects of `kind`, once they are known.
-    fn foreign_names(&self, kind: &KindRef) -> Option<&ForeignNames> {
-        self.foreign
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map(|(_, names)| names)
-            .filter(|names| names.is_ready())
+    /// The child kind `kind`, if the plugin may emit it.
+    fn child_kind(&self, kind: &KindRef) -> Option<&ChildKind> {
+        self.children.iter().find(|c| c.served.kind == *kind)
     }
 }
 
@@ -251,8 +253,7 @@ impl KindController {
             .predicate_filter(parent_change, Default::default());
         let mut controller = Controller::for_stream_with(parent_changes, parents.clone(), parent.resource.clone());
 
-        let mut child_indexes = Vec::new();
-        let mut foreign = Vec::new();
+        let mut child_kinds = Vec::new();
         let mut name_watches = Vec::new();
         for kind in &registration.children {
             let served = resolve(&client, kind).await?;
@@ -263,15 +264,14 @@ impl KindController {
             let config = watcher::Config::default().labels(&selector);
             let stream = indexed(&shared, &served, config, index.clone());
             controller = controller.owns_stream_with(stream, served.resource.clone());
-            let (names, watch) = ForeignNames::watch(
+            let (foreign, watch) = ForeignNames::watch(
                 shared.client.clone(),
                 &served,
                 shared.namespace.as_deref(),
                 &registration.name,
             );
-            foreign.push((served.kind.clone(), names));
             name_watches.push(watch);
-            child_indexes.push((served, index));
+            child_kinds.push(ChildKind { served, index, foreign });
         }
         let mut related_indexes = Vec::new();
         for kind in &registration.related {
@@ -315,9 +315,8 @@ impl KindController {
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
             registration: RwLock::new(Arc::new(registration)),
             parent,
-            children: child_indexes,
+            children: child_kinds,
             related: related_indexes,
-            foreign,
             shared,
             written_status: Mutex::default(),
         });

@@ -135,7 +135,7 @@ async fn run(
     }
 
     let observed = apply::observed_children(ctx, parent_ref);
-    let mut desired = call_plugin(ctx, registration, parent, observed.clone(), false).await?;
+    let mut desired = call_plugin(ctx, registration, parent, &observed, false).await?;
 
     let started = Instant::now();
     let manager = registration.field_manager();
@@ -181,7 +181,7 @@ async fn finalize(
         return Ok(Action::await_change());
     }
     let observed = apply::observed_children(ctx, parent_ref);
-    let desired = call_plugin(ctx, registration, parent, observed, true).await?;
+    let desired = call_plugin(ctx, registration, parent, &observed, true).await?;
     publish_events(ctx, &desired, parent).await;
     if desired.finalized {
         apply::set_finalizer(ctx, parent, false).await?;
@@ -197,7 +197,7 @@ async fn call_plugin(
     ctx: &Context,
     registration: &Registration,
     parent: &Value,
-    children: Vec<Arc<CachedObject>>,
+    children: &[Arc<CachedObject>],
     finalizing: bool,
 ) -> Result<Desired, ReconcileError> {
     let namespace = parent["metadata"]["namespace"].as_str();

@@ -37,7 +37,7 @@ fn request(sample: &str) -> ReconcileRequest {
         })
         .collect();
     ReconcileRequest {
-        parent,
+        parent: parent.to_string().into(),
         related,
         ..ReconcileRequest::default()
     }

@@ -104,7 +104,7 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
         });
     }
     let request = ReconcileRequest {
-        parent,
+        parent: Arc::from(parent.to_string()),
         children: children.iter().map(|c| Arc::from(c.to_string())).collect(),
         related: related.iter().map(|r| Arc::from(r.to_string())).collect(),
         config,
@@ -112,14 +112,14 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     };
     let desired = plugin.reconcile(&request)?;
 
-    let status = status::desired_status(&request.parent, &desired, &status::now());
-    let mut parent_metadata = json!({ "name": request.parent["metadata"]["name"] });
-    if let Some(ns) = request.parent["metadata"]["namespace"].as_str() {
+    let status = status::desired_status(&parent, &desired, &status::now());
+    let mut parent_metadata = json!({ "name": parent["metadata"]["name"] });
+    if let Some(ns) = parent["metadata"]["namespace"].as_str() {
         parent_metadata["namespace"] = json!(ns);
     }
     let parent_out = json!({
-        "apiVersion": request.parent["apiVersion"],
-        "kind": request.parent["kind"],
+        "apiVersion": parent["apiVersion"],
+        "kind": parent["kind"],
         "metadata": parent_metadata,
         "status": status,
     });

@@ -2,7 +2,7 @@
 //! unchanged), pruning of children no longer desired, status, finalizers.
 
 use super::children::{self, ParentRef};
-use super::index::{self, CachedObject, ObjectIndex, WriteOutcome};
+use super::index::{CachedObject, ObjectIndex, WriteOutcome};
 use super::{Context, FINALIZER, ServedKind, WrittenStatus};
 use crate::runtime::{DesiredChild, KindRef};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
@@ -388,9 +388,4 @@ pub async fn set_finalizer(ctx: &Context, parent: &Value, present: bool) -> Resu
         Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
         Err(source) => Err(ApplyError::Finalizer { source }),
     }
-}
-
-/// Serialises the parent from the cache as JSON with its kind set.
-pub fn parent_json(ctx: &Context, parent: &DynamicObject) -> Value {
-    index::object_json(parent, &ctx.parent.kind)
 }

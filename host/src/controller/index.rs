@@ -18,10 +18,12 @@
 use super::ServedKind;
 use super::children::{DESIRED_HASH, PARENT_UID_LABEL};
 use crate::runtime::KindRef;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
-use serde_json::{Value, json};
+use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
@@ -340,7 +342,6 @@ impl ObjectIndex {
     }
 
     fn cached(&self, object: &DynamicObject, as_written: bool) -> Arc<CachedObject> {
-        let value = object_json(object, &self.inner.kind);
         let meta = &object.metadata;
         Arc::new(CachedObject {
             kind: self.inner.kind.clone(),
@@ -349,21 +350,39 @@ impl ObjectIndex {
             deleting: meta.deletion_timestamp.is_some(),
             desired_hash: meta.annotations.as_ref().and_then(|a| a.get(DESIRED_HASH)).cloned(),
             as_written,
-            text: value.to_string().into(),
+            text: object_text(object, &self.inner.kind).into(),
         })
     }
 }
 
 /// An object as the JSON a plugin is handed: `apiVersion` and `kind` set
 /// (list items lack them), managedFields dropped (nothing reads them).
-pub fn object_json(object: &DynamicObject, kind: &KindRef) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
-    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("managedFields");
+/// Written straight from the object, without building a `Value` first.
+pub fn object_text(object: &DynamicObject, kind: &KindRef) -> String {
+    /// The object's fields in the order the API server writes them.
+    #[derive(serde::Serialize)]
+    struct Handed<'a> {
+        #[serde(rename = "apiVersion")]
+        api_version: &'a str,
+        kind: &'a str,
+        metadata: Cow<'a, ObjectMeta>,
+        #[serde(flatten)]
+        data: &'a Value,
     }
-    value["apiVersion"] = json!(kind.api_version);
-    value["kind"] = json!(kind.kind);
-    value
+    let metadata = match &object.metadata.managed_fields {
+        None => Cow::Borrowed(&object.metadata),
+        Some(_) => Cow::Owned(ObjectMeta {
+            managed_fields: None,
+            ..object.metadata.clone()
+        }),
+    };
+    let handed = Handed {
+        api_version: &kind.api_version,
+        kind: &kind.kind,
+        metadata,
+        data: &object.data,
+    };
+    serde_json::to_string(&handed).unwrap_or_default()
 }
 
 fn object_id(object: &DynamicObject) -> String {
@@ -403,6 +422,7 @@ mod tests {
     use super::*;
     use kube::api::ApiResource;
     use kube::core::GroupVersionKind;
+    use serde_json::json;
 
     fn kind(api_version: &str, kind: &str, namespaced: bool) -> ServedKind {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));

@@ -19,6 +19,7 @@ pub mod children;
 mod index;
 mod kinds;
 mod names;
+mod parent;
 mod reconcile;
 mod tenant;
 
@@ -28,7 +29,7 @@ pub use tenant::Tenant;
 use crate::metrics::Metrics;
 use crate::runtime::{KindRef, Plugin};
 use backoff::Backoff;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use index::{IndexKey, ObjectIndex};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
@@ -36,9 +37,9 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, ResourceExt};
 use names::ForeignNames;
+use parent::ParentObject;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -166,7 +167,11 @@ pub(crate) struct Context {
     dry_run_first: bool,
     /// The status last written per parent uid, until the parent cache shows
     /// it (see [`WrittenStatus`]).
-    written_status: Mutex<HashMap<String, WrittenStatus>>,
+    written_status: Arc<Mutex<HashMap<String, WrittenStatus>>>,
+    /// Calls into the plugin running at once: no more than the host has
+    /// CPUs. A call is CPU work, so more at once only queue for the CPUs,
+    /// and each holds a sandbox whose memory stays resident in the pool.
+    plugin_calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// A kind the plugin emits: its cache, and the names other objects of it take.
@@ -245,12 +250,18 @@ impl KindController {
 
         let parents_writer = reflector::store::Writer::new(parent.resource.clone());
         let parents = parents_writer.as_reader();
+        let written_status = Arc::new(Mutex::new(HashMap::new()));
+        let parent_kind = parent.kind.clone();
+        let forget_written = written_status.clone();
         let parent_events = watcher(shared.watch_api(&parent), watcher::Config::default())
             .default_backoff()
-            .modify(|object| object.managed_fields_mut().clear());
+            .map_ok(move |event| {
+                forget_caught_up(&forget_written, &event);
+                parent::event(event, &parent_kind)
+            });
         let parent_changes = reflector::reflector(parents_writer, parent_events)
             .applied_objects()
-            .predicate_filter(parent_change, Default::default());
+            .predicate_filter(|p: &ParentObject| Some(p.change), Default::default());
         let mut controller = Controller::for_stream_with(parent_changes, parents.clone(), parent.resource.clone());
 
         let mut child_kinds = Vec::new();
@@ -318,7 +329,10 @@ impl KindController {
             children: child_kinds,
             related: related_indexes,
             shared,
-            written_status: Mutex::default(),
+            written_status,
+            plugin_calls: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            )),
         });
         // Each plugin has its own queue and its own share of workers: one
         // plugin's slow or failing reconciles never hold another's.
@@ -405,24 +419,23 @@ fn indexed(
         })
 }
 
-/// What of a parent, when it changes, asks for a reconcile: everything but
-/// its status (and resourceVersion). The host's own status writes are then
-/// no news; a spec change moves `generation`.
-fn parent_change(parent: &DynamicObject) -> Option<u64> {
-    let meta = &parent.metadata;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut hasher);
-    meta.labels.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .hash(&mut hasher);
-    if let Some(owners) = &meta.owner_references {
-        for owner in owners {
-            owner.uid.hash(&mut hasher);
-        }
+/// Forgets the statuses the host wrote that the parent cache now shows:
+/// any later event of the parent carries the write (or a newer state).
+fn forget_caught_up(written: &Mutex<HashMap<String, WrittenStatus>>, event: &watcher::Event<DynamicObject>) {
+    let (watcher::Event::Apply(object) | watcher::Event::InitApply(object) | watcher::Event::Delete(object)) = event
+    else {
+        return;
+    };
+    let Some(uid) = &object.metadata.uid else {
+        return;
+    };
+    let mut written = written.lock().expect("status lock");
+    let caught_up = match (written.get(uid), event) {
+        (None, _) => false,
+        (Some(_), watcher::Event::Delete(_)) => true,
+        (Some(w), _) => object.metadata.resource_version.as_deref() != Some(w.based_on.as_str()),
+    };
+    if caught_up {
+        written.remove(uid);
     }
-    Some(hasher.finish())
 }

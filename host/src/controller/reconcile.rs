@@ -5,10 +5,10 @@
 use super::apply::{self, ApplyError};
 use super::children::ParentRef;
 use super::index::CachedObject;
+use super::parent::ParentObject;
 use super::{Context, FINALIZER, Registration};
 use crate::runtime::{Desired, PluginFailure, ReconcileRequest, RuntimeError};
 use crate::status;
-use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use serde_json::Value;
@@ -58,15 +58,15 @@ fn key(parent: &ParentRef) -> String {
 }
 
 /// The reconcile function handed to kube-runtime's `Controller`.
-pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(object: Arc<ParentObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     ctx.caches_ready().await;
     let registration = ctx.registration();
     let _in_flight = ctx.shared.metrics.reconcile_started(&registration.name);
-    let parent = apply::parent_json(&ctx, &object);
+    let parent = object.value();
     let parent_ref = ParentRef::of(&parent).ok_or(ReconcileError::NoIdentity)?;
     let key = key(&parent_ref);
     let deadline = registration.plugin.limits().timeout + RECONCILE_GRACE;
-    let outcome = tokio::time::timeout(deadline, run(&ctx, &registration, &parent, &parent_ref))
+    let outcome = tokio::time::timeout(deadline, run(&ctx, &registration, &parent, &object.text, &parent_ref))
         .await
         .unwrap_or(Err(ReconcileError::Deadline(deadline)));
     match outcome {
@@ -79,7 +79,7 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
             ctx.shared.metrics.reconcile_failed(&registration.name, &reason);
             tracing::warn!(plugin = %registration.name, object = %key, reason = %reason, error = %error, "reconcile failed");
             let message = error.to_string();
-            let report = report_failure(&ctx, &registration, &parent, &object, &reason, &message);
+            let report = report_failure(&ctx, &registration, &parent, &reason, &message);
             if tokio::time::timeout(RECONCILE_GRACE, report).await.is_err() {
                 tracing::warn!(plugin = %registration.name, object = %key, "reporting the failure timed out");
             }
@@ -101,7 +101,7 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
 
 /// How long to wait after a failure: exponential per object, the longest
 /// for failures of the plugin itself that retrying will not mend soon.
-pub fn error_policy(object: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(object: Arc<ParentObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = match &object.metadata.namespace {
         Some(ns) => format!("{ns}/{}", object.metadata.name.clone().unwrap_or_default()),
         None => object.metadata.name.clone().unwrap_or_default(),
@@ -120,13 +120,14 @@ async fn run(
     ctx: &Context,
     registration: &Registration,
     parent: &Value,
+    parent_text: &Arc<str>,
     parent_ref: &ParentRef,
 ) -> Result<Action, ReconcileError> {
     let has_finalizer = parent["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| f.iter().any(|x| x == FINALIZER));
     if !parent["metadata"]["deletionTimestamp"].is_null() {
-        return finalize(ctx, registration, parent, parent_ref, has_finalizer).await;
+        return finalize(ctx, registration, parent, parent_text, parent_ref, has_finalizer).await;
     }
     if registration.finalizer && !has_finalizer {
         apply::set_finalizer(ctx, parent, true).await?;
@@ -135,7 +136,7 @@ async fn run(
     }
 
     let observed = apply::observed_children(ctx, parent_ref);
-    let mut desired = call_plugin(ctx, registration, parent, &observed, false).await?;
+    let mut desired = call_plugin(ctx, registration, parent, parent_text, &observed, false).await?;
 
     let started = Instant::now();
     let manager = registration.field_manager();
@@ -170,6 +171,7 @@ async fn finalize(
     ctx: &Context,
     registration: &Registration,
     parent: &Value,
+    parent_text: &Arc<str>,
     parent_ref: &ParentRef,
     has_finalizer: bool,
 ) -> Result<Action, ReconcileError> {
@@ -181,7 +183,7 @@ async fn finalize(
         return Ok(Action::await_change());
     }
     let observed = apply::observed_children(ctx, parent_ref);
-    let desired = call_plugin(ctx, registration, parent, &observed, true).await?;
+    let desired = call_plugin(ctx, registration, parent, parent_text, &observed, true).await?;
     publish_events(ctx, &desired, parent).await;
     if desired.finalized {
         apply::set_finalizer(ctx, parent, false).await?;
@@ -197,12 +199,13 @@ async fn call_plugin(
     ctx: &Context,
     registration: &Registration,
     parent: &Value,
+    parent_text: &Arc<str>,
     children: &[Arc<CachedObject>],
     finalizing: bool,
 ) -> Result<Desired, ReconcileError> {
     let namespace = parent["metadata"]["namespace"].as_str();
     let request = ReconcileRequest {
-        parent: parent.clone(),
+        parent: parent_text.clone(),
         children: children.iter().map(|c| c.text.clone()).collect(),
         related: apply::related_objects(ctx, namespace)
             .iter()
@@ -212,8 +215,19 @@ async fn call_plugin(
         finalizing,
     };
     let plugin = registration.plugin.clone();
+    let permit = ctx
+        .plugin_calls
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || plugin.reconcile(&request)).await?;
+    let result = tokio::task::spawn_blocking(move || {
+        let desired = plugin.reconcile(&request);
+        drop(permit);
+        desired
+    })
+    .await?;
     ctx.shared.metrics.plugin_called(&registration.name, started.elapsed());
     Ok(result?)
 }
@@ -256,14 +270,7 @@ fn object_reference(parent: &Value) -> k8s_openapi::api::core::v1::ObjectReferen
 }
 
 /// `Ready=False` with the reason on the parent, and a Warning event.
-async fn report_failure(
-    ctx: &Context,
-    registration: &Registration,
-    parent: &Value,
-    _object: &DynamicObject,
-    reason: &str,
-    message: &str,
-) {
+async fn report_failure(ctx: &Context, registration: &Registration, parent: &Value, reason: &str, message: &str) {
     let status = status::failed_status(parent, reason, message, &status::now());
     if let Err(e) = apply::status(ctx, &registration.field_manager(), parent, status).await {
         tracing::debug!(error = %e, "could not write the failure status");

@@ -70,8 +70,8 @@ pub struct PluginInfo {
 /// The input of one reconcile.
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileRequest {
-    /// The parent object.
-    pub parent: Value,
+    /// The parent object, as JSON text (shared with the parent cache).
+    pub parent: Arc<str>,
     /// The observed children owned by the parent, as JSON text (shared
     /// with the caches).
     pub children: Vec<Arc<str>>,

@@ -97,10 +97,11 @@ impl Plugin {
     /// Runs one reconcile and checks the response. Blocking: call it from
     /// a blocking thread in async code.
     pub fn reconcile(&self, req: &ReconcileRequest) -> Result<Desired, RuntimeError> {
-        let namespace = req.parent["metadata"]["namespace"].as_str().filter(|ns| !ns.is_empty());
-        let subject = object_key(&req.parent);
+        let identity = Identity::of(&req.parent);
+        let namespace = identity.namespace.as_deref().filter(|ns| !ns.is_empty());
+        let subject = identity.key();
         let wit_req = wit::Request {
-            parent: req.parent.to_string(),
+            parent: String::from(&*req.parent),
             children: req.children.iter().map(|c| String::from(&**c)).collect(),
             related: req.related.iter().map(|r| String::from(&**r)).collect(),
             config: req.config.as_ref().map(Value::to_string),
@@ -133,6 +134,38 @@ impl Plugin {
 
     fn name(&self) -> &str {
         &self.inner.info.name
+    }
+}
+
+/// The name and namespace of an object given as text, read without parsing
+/// the rest of it.
+#[derive(Default, serde::Deserialize)]
+struct Identity {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+impl Identity {
+    fn of(object: &str) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            metadata: Identity,
+        }
+        serde_json::from_str::<Head>(object)
+            .map(|h| h.metadata)
+            .unwrap_or_default()
+    }
+
+    /// `namespace/name`, or `name` when cluster-scoped.
+    fn key(&self) -> String {
+        let name = self.name.as_deref().unwrap_or_default();
+        match self.namespace.as_deref() {
+            Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+            _ => name.to_owned(),
+        }
     }
 }
 

@@ -34,7 +34,9 @@ fn request(mode: &str) -> ReconcileRequest {
             "apiVersion": "test.trellis.dev/v1", "kind": "Hostile",
             "metadata": {"name": "h", "namespace": "team-a", "generation": 1},
             "spec": {"mode": mode}
-        }),
+        })
+        .to_string()
+        .into(),
         ..ReconcileRequest::default()
     }
 }

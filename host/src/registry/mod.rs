@@ -1,7 +1,9 @@
 //! The registry: which plugin serves which parent kind, and one running
 //! controller per registration kept in step with it.
 //!
-//! Registrations come from three places, read again on every [`Registry::sync`]:
+//! Registrations come from three places, brought in line on every
+//! [`Registry::sync`] (the registration objects kept by watches, the folder
+//! read again):
 //! - `ClusterReconcilerPlugin` objects (platform admins), each naming a
 //!   module (a file of the plugins folder or a ConfigMap key) and overriding
 //!   kinds, config and limits (see [`declared`]);
@@ -20,6 +22,7 @@ pub mod configmap;
 pub mod declared;
 mod folder;
 mod report;
+mod watched;
 
 pub use folder::PluginFolder;
 
@@ -33,6 +36,7 @@ use kube::runtime::events::Recorder;
 use report::Readiness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use watched::Watched;
 
 /// Where a registration serves: a parent kind, cluster-wide (`None`) or in
 /// one tenant namespace.
@@ -46,16 +50,15 @@ pub struct Registry {
     folder: PluginFolder,
     config_maps: ConfigMapModules,
     cluster_declarations: Api<ClusterReconcilerPlugin>,
-    tenant_declarations: Api<ReconcilerPlugin>,
+    /// The registration objects, kept by watches.
+    cluster_watch: Watched<ClusterReconcilerPlugin>,
+    tenant_watch: Watched<ReconcilerPlugin>,
     recorder: Recorder,
     /// The last registration that served, per declaration key.
     last_good: BTreeMap<String, Registration>,
-    /// The last lists read (each kept when a read fails): cluster
-    /// declarations, then tenant declarations.
+    /// The declarations of the last sync: cluster ones, then tenants'.
     cluster_declared: Vec<Declaration>,
     tenant_declared: Vec<Declaration>,
-    /// Which registration CRDs are missing (reported once each).
-    crds_missing: BTreeSet<String>,
     running: BTreeMap<Scope, KindController>,
     /// Why a registration's controller did not start (reason, message), by
     /// declaration key.
@@ -66,12 +69,14 @@ impl Registry {
     /// An empty registry over the plugins folder `dir`.
     pub fn new(runtime: Runtime, shared: Shared, dir: &Path, limits: Limits) -> Self {
         let client = shared.client.clone();
+        let tenant_declarations = match &shared.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
         Self {
             cluster_declarations: Api::all(client.clone()),
-            tenant_declarations: match &shared.namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            },
+            cluster_watch: Watched::start(Api::all(client.clone())),
+            tenant_watch: Watched::start(tenant_declarations),
             config_maps: ConfigMapModules::new(client.clone()),
             recorder: Recorder::new(client, shared.reporter.clone()),
             last_good: BTreeMap::new(),
@@ -81,7 +86,6 @@ impl Registry {
             folder: PluginFolder::new(dir),
             cluster_declared: Vec::new(),
             tenant_declared: Vec::new(),
-            crds_missing: BTreeSet::new(),
             running: BTreeMap::new(),
             start_errors: BTreeMap::new(),
         }
@@ -92,18 +96,26 @@ impl Registry {
         self.running.keys().map(|(kind, _)| kind.clone()).collect()
     }
 
-    /// Re-reads the folder and the registration objects and brings the
+    /// Re-reads the folder and the watched registration objects and brings the
     /// controllers in line: new registrations start, changed modules are
     /// swapped in, removed ones stop. Kinds the API does not serve yet are
     /// retried on the next call. Then reports each declaration's state.
     pub async fn sync(&mut self) {
         self.folder.refresh(&self.runtime, self.limits).await;
-        if let Some(list) = read(&self.cluster_declarations, &mut self.crds_missing).await {
-            self.cluster_declared = list.iter().map(Declaration::from).collect();
-        }
-        if let Some(list) = read(&self.tenant_declarations, &mut self.crds_missing).await {
-            self.tenant_declared = list.iter().map(Declaration::from).collect();
-        }
+        self.cluster_declared = self
+            .cluster_watch
+            .objects()
+            .await
+            .iter()
+            .map(|o| Declaration::from(&**o))
+            .collect();
+        self.tenant_declared = self
+            .tenant_watch
+            .objects()
+            .await
+            .iter()
+            .map(|o| Declaration::from(&**o))
+            .collect();
         let modules: BTreeSet<ConfigMapModule> = self
             .declarations()
             .filter_map(|d| match declared::module_ref(d) {
@@ -320,33 +332,6 @@ impl Registry {
             if changed {
                 report::publish_event(&self.recorder, declaration, &readiness).await;
             }
-        }
-    }
-}
-
-/// Lists a registration kind, sorted by key; `None` (keep the last list)
-/// when the read fails, empty when its CRD is not installed.
-async fn read<K>(api: &Api<K>, crds_missing: &mut BTreeSet<String>) -> Option<Vec<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let kind = K::kind(&()).into_owned();
-    match api.list(&Default::default()).await {
-        Ok(list) => {
-            crds_missing.remove(&kind);
-            let mut items = list.items;
-            items.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
-            Some(items)
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            if crds_missing.insert(kind.clone()) {
-                tracing::info!(%kind, "the CRD is not installed: no registrations of this kind");
-            }
-            Some(Vec::new())
-        }
-        Err(e) => {
-            tracing::warn!(%kind, error = %e, "cannot list registrations; keeping the last known");
-            None
         }
     }
 }

@@ -142,4 +142,34 @@ async fn registrations_and_failing_plugins() {
         .await
         .unwrap();
     eventually_gone(&hostiles, "calm").await;
+
+    // The registrations are watched, not listed on every sync (every 300 ms
+    // here): ten syncs later the apiserver has served no more LISTs of them.
+    // (The ReconcilerPlugin CRD is not installed here: its watch retries,
+    // with backoff, LISTs that fail; only the ones that succeed count.)
+    let before = registration_lists(&client).await;
+    assert!(
+        before >= 1,
+        "the ClusterReconcilerPlugins are listed once, when their watch starts"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = registration_lists(&client).await;
+    assert_eq!(after, before, "the registry listed registrations while syncing");
+}
+
+/// LISTs of either registration kind the apiserver has answered with 200,
+/// from its `apiserver_request_total`.
+async fn registration_lists(client: &kube::Client) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
+    let metrics = client.request_text(request).await.expect("the apiserver's /metrics");
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{") && l.contains(r#"verb="LIST""#) && l.contains(r#"code="200""#)
+        })
+        .filter(|l| {
+            l.contains(r#"resource="clusterreconcilerplugins""#) || l.contains(r#"resource="reconcilerplugins""#)
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.trim().parse::<f64>().ok()))
+        .sum::<f64>() as u64
 }

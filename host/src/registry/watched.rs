@@ -39,6 +39,8 @@ where
             let mut events = reflector::reflector(writer, events).boxed();
             while let Some(event) = events.next().await {
                 match event {
+                    // `Init` comes before every list, also one that fails.
+                    Ok(watcher::Event::Init) => {}
                     Ok(_) => {
                         if flag.swap(false, Ordering::Relaxed) {
                             tracing::info!(%kind, "the CRD is installed: reading registrations of this kind");

@@ -5,7 +5,8 @@ use super::children::{self, ParentRef};
 use super::index::{CachedObject, ObjectIndex, WriteOutcome};
 use super::{Context, FINALIZER, ServedKind, WrittenStatus};
 use crate::runtime::{DesiredChild, KindRef};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::Resource;
+use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -69,6 +70,11 @@ pub struct Writes {
     /// Somebody else changed a child while the host wrote it: reconcile again.
     pub missed_news: bool,
 }
+
+/// The `Accept` of a write whose answer only needs the object's metadata:
+/// the API server then sends a `PartialObjectMetadata` instead of the
+/// whole object.
+const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
 
 fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<DynamicObject> {
     let client = ctx.shared.client.clone();
@@ -166,7 +172,8 @@ impl Pending<'_> {
         }
         let namespace = parent.namespace.as_deref();
         index.begin_write(namespace, &name);
-        let applied = api.patch(&name, params, &Patch::Apply(&prepared)).await;
+        // Only the metadata comes back (the resourceVersion is all that is read).
+        let applied = api.patch_metadata(&name, params, &Patch::Apply(&prepared)).await;
         let outcome = match &applied {
             Ok(object) => WriteOutcome::Applied(object.metadata.resource_version.clone().unwrap_or_default()),
             Err(_) => WriteOutcome::Failed,
@@ -243,7 +250,7 @@ pub async fn children(
         let dry_run = &PatchParams::apply(field_manager).force().dry_run();
         let checks = pending.iter().map(|p| async move {
             p.api
-                .patch(&p.name, dry_run, &Patch::Apply(&p.prepared))
+                .patch_metadata(&p.name, dry_run, &Patch::Apply(&p.prepared))
                 .await
                 .map_err(|source| ApplyError::Apply {
                     kind: p.kind.clone(),
@@ -341,14 +348,28 @@ pub async fn status(ctx: &Context, field_manager: &str, parent: &Value, status: 
         return Ok(false);
     }
     let name = parent["metadata"]["name"].as_str().unwrap_or_default();
-    let api = api(ctx, &ctx.parent, parent["metadata"]["namespace"].as_str());
+    let namespace = parent["metadata"]["namespace"]
+        .as_str()
+        .filter(|_| ctx.parent.namespaced);
     let patch = json!({
         "apiVersion": parent["apiVersion"],
         "kind": parent["kind"],
         "metadata": {"name": name},
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&patch))
+    let params = PatchParams::apply(field_manager).force();
+    let mut request = kube::core::Request::new(DynamicObject::url_path(&ctx.parent.resource, namespace))
+        .patch_subresource("status", name, &params, &Patch::Apply(&patch))
+        .map_err(|e| ApplyError::Status {
+            source: kube::Error::BuildRequest(e),
+        })?;
+    // Only the metadata comes back: nothing of the answer is read.
+    request
+        .headers_mut()
+        .insert(http::header::ACCEPT, http::HeaderValue::from_static(METADATA_ONLY));
+    ctx.shared
+        .client
+        .request::<PartialObjectMeta<DynamicObject>>(request)
         .await
         .map_err(|source| ApplyError::Status { source })?;
     if let Some((uid, version)) = uid_and_version(parent) {

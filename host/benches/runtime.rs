@@ -1,8 +1,10 @@
 //! Benchmarks of the plugin runtime, per bundled plugin: one reconcile of
 //! its sample through the sandbox (fresh instance + call + response decode
 //! and checks), and a cold compile against a compile served from the on-disk
-//! module cache (what a restart with unchanged modules costs). Run with
-//! `make bench` (after `make plugins`).
+//! module cache (what a restart with unchanged modules costs). The floor is
+//! the same for a trivial plugin (the test greeter: one ConfigMap, no
+//! parsing of the parent): what instantiating and calling costs at the
+//! least. Run with `make bench` (after `make plugins`).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -46,6 +48,21 @@ fn request(sample: &str) -> ReconcileRequest {
 fn runtime_benches(c: &mut Criterion) {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let mut reconcile = c.benchmark_group("reconcile (instance + call + decode)");
+    let floor = runtime
+        .load("greeter", &guest_bytes("trellis-test-greeter-v1"), Limits::default())
+        .expect("the greeter loads");
+    let greeter = ReconcileRequest {
+        parent: json!({
+            "apiVersion": "test.trellis.dev/v1", "kind": "Greeter",
+            "metadata": {"name": "g", "namespace": "default", "uid": "3f2a8c7e-0000-4000-8000-000000000002", "generation": 1}
+        })
+        .to_string()
+        .into(),
+        ..ReconcileRequest::default()
+    };
+    reconcile.bench_function("floor: trellis-test-greeter-v1", |b| {
+        b.iter(|| black_box(floor.reconcile(black_box(&greeter)).expect("reconcile")))
+    });
     for (plugin, sample) in BUNDLED {
         let bytes = guest_bytes(plugin);
         let loaded = runtime

@@ -84,10 +84,13 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "TRELLIS_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     pub metrics_addr: std::net::SocketAddr,
-    /// Reconciles of one kind running at once.
-    #[arg(long, default_value_t = 32)]
+    /// Reconciles of one kind running at once. 16 keep the API server busy
+    /// (a reconcile mostly waits for its writes); more only hold more
+    /// requests and responses in memory at once.
+    #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
-    /// How often the plugins folder and the registrations are read, in milliseconds.
+    /// How often the plugins folder is read and the registrations (kept by
+    /// watches) are brought in line, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub poll_ms: u64,
     /// Watch only this namespace (default: all namespaces).

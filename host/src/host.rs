@@ -46,7 +46,7 @@ impl HostOptions {
     pub fn new(plugins_dir: impl Into<PathBuf>) -> Self {
         Self {
             plugins_dir: plugins_dir.into(),
-            concurrency: 32,
+            concurrency: 16,
             limits: Limits::default(),
             poll: Duration::from_secs(2),
             namespace: None,

@@ -26,7 +26,7 @@
 //!   the parent does not show it already ([`status`]), nor was written by
 //!   this process for the same generation while the parent cache lags: one
 //!   status write per generation while the status does not change;
-//! - at most `concurrency` reconciles at once (32, as `trellis run`).
+//! - at most `concurrency` reconciles at once (16, as `trellis run`).
 //!
 //! `/metrics` counts reconciles and writes ([`metrics`]).
 

@@ -15,7 +15,7 @@ struct Args {
     #[arg(long, env = "TRELLIS_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
     /// Reconciles running at once (as `trellis run --concurrency`).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     concurrency: u16,
     /// Address of /metrics and /healthz.
     #[arg(long, default_value = "127.0.0.1:8081")]

@@ -20,6 +20,9 @@ pub struct Watched<K: kube::Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     /// True while the API answers that the kind is not served (no CRD).
     missing: Arc<AtomicBool>,
+    /// Whether a sync has waited for the first list already (only the
+    /// first one does: a watch that keeps failing must not stall every sync).
+    waited: AtomicBool,
     task: JoinHandle<()>,
 }
 
@@ -57,7 +60,12 @@ where
                 }
             }
         });
-        Self { store, missing, task }
+        Self {
+            store,
+            missing,
+            waited: AtomicBool::new(false),
+            task,
+        }
     }
 
     /// True once the first list has arrived (the store keeps the last known
@@ -67,11 +75,12 @@ where
     }
 
     /// The objects, sorted by namespace and name; empty while the kind's
-    /// CRD is missing. On the first call it waits (a few seconds at most)
-    /// for the first list, so no registration is judged without them.
+    /// CRD is missing. The first call waits (a few seconds at most) for the
+    /// first list, so no registration is judged without them.
     pub async fn objects(&self) -> Vec<Arc<K>> {
         let started = Instant::now();
-        while !self.listed() && started.elapsed() < FIRST_LIST {
+        let first = !self.waited.swap(true, Ordering::Relaxed);
+        while first && !self.listed() && started.elapsed() < FIRST_LIST {
             if self.missing.load(Ordering::Relaxed) {
                 return Vec::new();
             }

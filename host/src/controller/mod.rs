@@ -255,6 +255,7 @@ impl KindController {
         let forget_written = written_status.clone();
         let parent_events = watcher(shared.watch_api(&parent), watcher::Config::default())
             .default_backoff()
+            .modify(|object| object.metadata.managed_fields = None)
             .map_ok(move |event| {
                 forget_caught_up(&forget_written, &event);
                 parent::event(event, &parent_kind)
@@ -402,6 +403,8 @@ fn indexed(
 ) -> impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static {
     watcher(shared.watch_api(kind), config)
         .default_backoff()
+        // Nothing reads them; without them the cached text borrows the metadata.
+        .modify(|object| object.metadata.managed_fields = None)
         .filter_map(move |event| {
             let trigger = match event {
                 Ok(event) => {

@@ -102,20 +102,8 @@ impl Registry {
     /// retried on the next call. Then reports each declaration's state.
     pub async fn sync(&mut self) {
         self.folder.refresh(&self.runtime, self.limits).await;
-        self.cluster_declared = self
-            .cluster_watch
-            .objects()
-            .await
-            .iter()
-            .map(|o| Declaration::from(&**o))
-            .collect();
-        self.tenant_declared = self
-            .tenant_watch
-            .objects()
-            .await
-            .iter()
-            .map(|o| Declaration::from(&**o))
-            .collect();
+        self.cluster_declared = self.cluster_watch.declarations().await;
+        self.tenant_declared = self.tenant_watch.declarations().await;
         let modules: BTreeSet<ConfigMapModule> = self
             .declarations()
             .filter_map(|d| match declared::module_ref(d) {

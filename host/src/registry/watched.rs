@@ -3,6 +3,7 @@
 //! last known objects across watch failures and knows when the kind's CRD
 //! is not installed.
 
+use super::declared::Declaration;
 use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
@@ -92,6 +93,14 @@ where
         let mut items = self.store.state();
         items.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
         items
+    }
+
+    /// The objects as declarations, in the order of [`Self::objects`].
+    pub async fn declarations(&self) -> Vec<Declaration>
+    where
+        for<'a> Declaration: From<&'a K>,
+    {
+        self.objects().await.iter().map(|o| Declaration::from(&**o)).collect()
     }
 }
 

@@ -161,18 +161,21 @@ impl Identity {
 
     /// `namespace/name`, or `name` when cluster-scoped.
     fn key(&self) -> String {
-        let name = self.name.as_deref().unwrap_or_default();
-        match self.namespace.as_deref() {
-            Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
-            _ => name.to_owned(),
-        }
+        key(self.namespace.as_deref(), self.name.as_deref().unwrap_or_default())
     }
 }
 
 /// `namespace/name` of an object, or `name` when cluster-scoped.
 fn object_key(object: &Value) -> String {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    match object["metadata"]["namespace"].as_str() {
+    key(
+        object["metadata"]["namespace"].as_str(),
+        object["metadata"]["name"].as_str().unwrap_or_default(),
+    )
+}
+
+/// `namespace/name`, or `name` without a namespace.
+fn key(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
         Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
         _ => name.to_owned(),
     }

@@ -102,6 +102,11 @@ pub struct RunArgs {
     /// Namespace of the leader Lease (default: the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "trellis-system")]
     pub lease_namespace: String,
+    /// Namespace of the plugins' own ServiceAccounts: a folder plugin (and a
+    /// ClusterReconcilerPlugin naming none) acts as `trellis-plugin-<name>`
+    /// there (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "trellis-system")]
+    pub plugin_namespace: String,
     /// Name of the leader Lease.
     #[arg(long, default_value = "trellis-leader")]
     pub lease_name: String,
@@ -140,6 +145,9 @@ impl From<RunArgs> for crate::run::RunOptions {
                 module_cache_dir: module_cache_dir(a.module_cache),
                 // Filled in by `run` with the configuration it infers.
                 client_config: None,
+                plugin_accounts: crate::controller::PluginAccounts::OwnServiceAccounts {
+                    namespace: a.plugin_namespace,
+                },
             },
             metrics_addr: a.metrics_addr,
         }

@@ -2,7 +2,7 @@
 //! names Issuer and ClusterIssuer:
 //! - `ClusterReconcilerPlugin` (cluster-scoped): a platform admin registers
 //!   a plugin for a kind in every namespace, from the host's plugins folder
-//!   or a ConfigMap;
+//!   or a ConfigMap, acting as its `serviceAccountRef`;
 //! - `ReconcilerPlugin` (namespaced): a tenant registers a plugin for its
 //!   own namespace only, from a ConfigMap of that namespace; the host acts as
 //!   the tenant's `serviceAccountName` for everything the plugin causes.
@@ -58,9 +58,25 @@ pub struct PluginSpec {
     printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".status.digest"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterReconcilerPluginSpec {
     #[serde(flatten)]
     pub plugin: PluginSpec,
+    /// The ServiceAccount the host acts as for this plugin: watching,
+    /// applying children, writing status. Its RBAC bounds what the plugin's
+    /// output can do. Default: `trellis-plugin-<this name>` in the host's
+    /// namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_ref: Option<ServiceAccountRef>,
+}
+
+/// A ServiceAccount by namespace and name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceAccountRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Registers a tenant's reconciler plugin for a parent kind in this

@@ -4,7 +4,7 @@
 //! leads. Tests run it in-process against a test control plane; `trellis
 //! run` wraps it with signals and the metrics server.
 
-use crate::controller::Shared;
+use crate::controller::{PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -38,11 +38,15 @@ pub struct HostOptions {
     /// as tenants' ServiceAccounts (tenant registrations are refused
     /// without it).
     pub client_config: Option<kube::Config>,
+    /// Whom folder plugins (and ClusterReconcilerPlugins naming no
+    /// ServiceAccount) act as.
+    pub plugin_accounts: PluginAccounts,
 }
 
 impl HostOptions {
-    /// Defaults for a host over `plugins_dir`: 32 reconciles per kind,
-    /// default limits, a 2 s poll, all namespaces, no leader election.
+    /// Defaults for a host over `plugins_dir`: 16 reconciles per kind,
+    /// default limits, a 2 s poll, all namespaces, no leader election,
+    /// plugins acting as `trellis-plugin-<name>` of `trellis-system`.
     pub fn new(plugins_dir: impl Into<PathBuf>) -> Self {
         Self {
             plugins_dir: plugins_dir.into(),
@@ -54,6 +58,9 @@ impl HostOptions {
             instance: None,
             module_cache_dir: None,
             client_config: None,
+            plugin_accounts: PluginAccounts::OwnServiceAccounts {
+                namespace: "trellis-system".into(),
+            },
         }
     }
 }
@@ -82,6 +89,7 @@ pub async fn run_host(
         concurrency: options.concurrency,
         namespace: options.namespace.clone(),
         client_config: options.client_config.clone(),
+        plugin_accounts: options.plugin_accounts.clone(),
     };
     let elector = options.leader.clone().map(|o| LeaderElector::new(client, o));
     let renew_every = options.leader.as_ref().map_or(options.poll, LeaderOptions::renew_every);

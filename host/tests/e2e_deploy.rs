@@ -1,91 +1,34 @@
 //! The shipped manifests are right: `deploy/` applies cleanly to a real
 //! apiserver, and the host runs on the RBAC it grants its ServiceAccount
-//! (impersonated here), nothing more: the msdeploy sample is reconciled,
-//! status and events are written, and the leader Lease is taken.
+//! (authenticated with a token of that ServiceAccount), nothing more: the
+//! host itself may touch no parent or child, the msdeploy plugin acts as
+//! its own ServiceAccount `trellis-plugin-msdeploy`, the sample is
+//! reconciled, status and events are written, and the leader Lease is taken.
 
 mod common;
-
-use std::path::Path;
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::discovery::pinned_kind;
 use trellis::leader::LeaderOptions;
 use trellis_testenv::TestNamespace;
-use trellis_testenv::wait::{crd_from_yaml, install_crd};
-
-const SERVICE_ACCOUNT: &str = "system:serviceaccount:trellis-system:trellis";
-
-/// Every object of the YAML files that `deploy/kustomization.yaml` lists, in order.
-fn deploy_objects() -> Vec<serde_json::Value> {
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    let kustomization: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(deploy.join("kustomization.yaml")).unwrap()).unwrap();
-    let mut objects = Vec::new();
-    for file in kustomization["resources"].as_array().unwrap() {
-        let text = std::fs::read_to_string(deploy.join(file.as_str().unwrap())).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
-            if !value.is_null() {
-                objects.push(value);
-            }
-        }
-    }
-    objects
-}
-
-async fn apply(client: &kube::Client, object: &serde_json::Value, dry_run: bool) {
-    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", object["apiVersion"].as_str().unwrap()),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-    let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
-    let name = object["metadata"]["name"].as_str().unwrap();
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &ApiResource { ..resource })
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let mut params = PatchParams::apply("test-admin").force();
-    params.dry_run = dry_run;
-    api.patch(name, &params, &Patch::Apply(object))
-        .await
-        .unwrap_or_else(|e| panic!("applying {} {name} from deploy/: {e}", gvk.kind));
-}
+use trellis_testenv::wait::crd_from_yaml;
 
 #[tokio::test]
 async fn the_host_runs_on_the_rbac_deploy_grants() {
     let ns = TestNamespace::create("deploy").await;
     let admin = ns.client();
-    for object in deploy_objects() {
-        let kind = object["kind"].as_str().unwrap();
-        if kind == "CustomResourceDefinition" {
-            install_crd(&admin, &serde_json::from_value(object.clone()).unwrap()).await;
-        } else {
-            // The Deployment would only run with an image; check it validates.
-            apply(&admin, &object, kind == "Deployment").await;
-        }
-    }
+    apply_deploy(&admin).await;
     // The CRDs in deploy/ are the ones the other tests use.
     assert_eq!(
         crd_from_yaml(MSDEPLOY_CRD).metadata.name.as_deref(),
         Some("microservicedeploys.custom.ops")
     );
 
-    let host_client = ns.env().client_as(
-        SERVICE_ACCOUNT,
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:trellis-system",
-            "system:authenticated",
-        ],
-    );
+    let host_config = ns.env().service_account_config("trellis-system", "trellis").await;
+    let host_client = kube::Client::try_from(host_config.clone()).unwrap();
     // Least privilege: the host's identity holds what its plugins emit and
     // nothing that would let it grant itself more.
     let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(host_client.clone());
@@ -98,9 +41,21 @@ async fn the_host_runs_on_the_rbac_deploy_grants() {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
         other => panic!("the host's ServiceAccount may delete Nodes: {other:?}"),
     }
+    // No union role: the host itself may neither read nor write what its plugins do.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(host_client.clone(), "kube-system");
+    match pods.list(&Default::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the host's ServiceAccount may list Pods: {other:?}"),
+    }
+    let deployments: Api<Deployment> = Api::namespaced(host_client.clone(), ns.name());
+    match deployments.list(&Default::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the host's ServiceAccount may list Deployments: {other:?}"),
+    }
     let plugins = tempfile::tempdir().unwrap();
     add_plugin(plugins.path(), "trellis-plugin-msdeploy", "msdeploy.wasm");
     let _host = TestHost::start_with_client(host_client, plugins, |mut o| {
+        o.client_config = Some(host_config);
         o.leader = Some(LeaderOptions {
             namespace: "trellis-system".into(),
             name: "trellis-leader".into(),
@@ -120,4 +75,14 @@ async fn the_host_runs_on_the_rbac_deploy_grants() {
         .await
         .unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("deploy-test"));
+    // The host may not write Deployments (above): the plugin's own identity wrote this one.
+    let deployment = ns.api::<Deployment>().get("ms-sample-v1s0").await.unwrap();
+    let managers: Vec<_> = deployment
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.manager.as_deref() == Some("trellis/msdeploy"))
+        .collect();
+    assert!(!managers.is_empty(), "the Deployment has no fields of trellis/msdeploy");
 }

@@ -16,15 +16,15 @@
 mod apply;
 mod backoff;
 pub mod children;
+mod identity;
 mod index;
 mod kinds;
 mod names;
 mod parent;
 mod reconcile;
-mod tenant;
 
+pub use identity::{Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};
 pub use kinds::{KindError, ServedKind, resolve};
-pub use tenant::Tenant;
 
 use crate::metrics::Metrics;
 use crate::runtime::{KindRef, Plugin};
@@ -69,8 +69,11 @@ pub struct Registration {
     /// The declaration (`name` or `namespace/name`) it comes from; `None`
     /// for a file registered from its own `info`.
     pub declaration: Option<String>,
-    /// The tenant it acts for (a namespaced `ReconcilerPlugin`).
-    pub tenant: Option<Tenant>,
+    /// The ServiceAccount it acts as; `None` only where the host's client
+    /// is the plugins' identity ([`PluginAccounts::HostClient`]).
+    pub identity: Option<Identity>,
+    /// The namespace it is confined to: a tenant's `ReconcilerPlugin`.
+    pub tenant_namespace: Option<String>,
     /// Its reconciles at once, if it asks for fewer than the host's limit.
     pub max_concurrent_reconciles: Option<u16>,
 }
@@ -84,7 +87,8 @@ impl Registration {
     /// True when `other` needs the same watches (so a swap is enough).
     pub fn same_kinds(&self, other: &Registration) -> bool {
         self.name == other.name
-            && self.tenant == other.tenant
+            && self.identity == other.identity
+            && self.tenant_namespace == other.tenant_namespace
             && self.parent == other.parent
             && self.children == other.children
             && self.related == other.related
@@ -102,9 +106,12 @@ pub struct Shared {
     pub concurrency: u16,
     /// Watch only this namespace (all namespaces when `None`).
     pub namespace: Option<String>,
-    /// The configuration `client` was made from, to act as tenants'
-    /// ServiceAccounts; without it tenant registrations cannot start.
+    /// The configuration `client` was made from, to act as the plugins'
+    /// ServiceAccounts; without it only [`PluginAccounts::HostClient`]
+    /// registrations can start.
     pub client_config: Option<kube::Config>,
+    /// Whom plugins without a ServiceAccount of their own act as.
+    pub plugin_accounts: PluginAccounts,
 }
 
 impl Shared {
@@ -127,14 +134,21 @@ pub enum ControllerError {
     #[error("{kind} is cluster-scoped; a tenant's plugin only touches namespaced kinds of its namespace")]
     ClusterScopedForTenant { kind: KindRef },
     #[error(
-        "{user} may not list {kind} in namespace {namespace}: grant it in the tenant's Role, or narrow the registration"
+        "{user} may not {verb} {kind} {place}: grant it to the ServiceAccount (deploy/rbac has a ClusterRole and binding per bundled plugin), or narrow the registration"
     )]
     Forbidden {
         user: String,
+        verb: &'static str,
         kind: KindRef,
-        namespace: String,
+        place: String,
     },
-    #[error("the host was started without its client configuration, so it cannot act as a tenant's ServiceAccount")]
+    #[error(
+        "{identity} does not exist: create it with the rights the plugin needs (deploy/rbac has one per bundled plugin)"
+    )]
+    NoServiceAccount { identity: Identity },
+    #[error("the host may not act as {identity}: {message}")]
+    CannotImpersonate { identity: Identity, message: String },
+    #[error("the host was started without its client configuration, so it cannot act as a plugin's ServiceAccount")]
     NoImpersonation,
     #[error("the API refused: {0}")]
     Client(kube::Error),
@@ -147,7 +161,8 @@ impl ControllerError {
             Self::Kind(_) => "KindNotServed",
             Self::ClusterScopedChild { .. } | Self::ClusterScopedForTenant { .. } => "ClusterScopedKind",
             Self::Forbidden { .. } => "Forbidden",
-            Self::NoImpersonation => "NoImpersonation",
+            Self::NoServiceAccount { .. } => "ServiceAccountNotFound",
+            Self::CannotImpersonate { .. } | Self::NoImpersonation => "NoImpersonation",
             Self::Client(_) => "ControllerNotStarted",
         }
     }
@@ -230,18 +245,19 @@ pub struct KindController {
 impl KindController {
     /// Resolves the kinds and starts watching and reconciling.
     pub async fn start(shared: Shared, registration: Registration) -> Result<Self, ControllerError> {
-        // Discovery and events as the host; everything else as the tenant.
+        // Discovery and events as the host; everything else as the plugin's identity.
         let client = shared.client.clone();
         let recorder = Recorder::new(client.clone(), shared.reporter.clone());
         let parent = resolve(&client, &registration.parent).await?;
-        let shared = match &registration.tenant {
-            Some(tenant) => {
+        let shared = match &registration.identity {
+            Some(identity) => {
                 let mut kinds = vec![parent.clone()];
                 for kind in registration.children.iter().chain(&registration.related) {
                     kinds.push(resolve(&client, kind).await?);
                 }
-                let acting = shared.acting_as(tenant)?;
-                tenant::check_access(&acting, tenant, &kinds.iter().collect::<Vec<_>>()).await?;
+                let acting = shared.acting_as(identity, registration.tenant_namespace.as_deref())?;
+                let tenant = registration.tenant_namespace.is_some();
+                identity::check_identity(&shared, &acting, identity, tenant, &kinds.iter().collect::<Vec<_>>()).await?;
                 acting
             }
             None => shared,
@@ -323,7 +339,7 @@ impl KindController {
         let name = registration.name.clone();
         let context = Arc::new(Context {
             recorder,
-            dry_run_first: registration.tenant.is_some(),
+            dry_run_first: registration.tenant_namespace.is_some(),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
             registration: RwLock::new(Arc::new(registration)),
             parent,

@@ -7,7 +7,7 @@
 //! [`Refusal`] whose reason goes on the object's `Ready` condition.
 
 use super::folder::PluginFolder;
-use crate::controller::{Registration, Tenant};
+use crate::controller::{Identity, PluginAccounts, Registration};
 use crate::crd::{ClusterReconcilerPlugin, ConfigMapModule, PluginSpec, ReconcilerPlugin, ReconcilerPluginStatus};
 use crate::runtime::{KindRef, Limits, Plugin};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -25,8 +25,11 @@ pub struct Declaration {
     pub key: String,
     /// The kind and name, for messages (`ReconcilerPlugin team-a/greeter`).
     pub title: String,
-    /// The tenant of a namespaced ReconcilerPlugin.
-    pub tenant: Option<Tenant>,
+    /// The tenant of a namespaced ReconcilerPlugin: its namespace and the
+    /// ServiceAccount it acts as.
+    pub tenant: Option<Identity>,
+    /// The ServiceAccount a ClusterReconcilerPlugin names to act as.
+    pub service_account: Option<Identity>,
     pub spec: PluginSpec,
     pub generation: Option<i64>,
     pub status: Option<ReconcilerPluginStatus>,
@@ -43,6 +46,10 @@ impl From<&ClusterReconcilerPlugin> for Declaration {
             key: name.clone(),
             title: format!("ClusterReconcilerPlugin {name}"),
             tenant: None,
+            service_account: object.spec.service_account_ref.as_ref().map(|r| Identity {
+                namespace: r.namespace.clone(),
+                service_account: r.name.clone(),
+            }),
             spec: object.spec.plugin.clone(),
             generation: object.metadata.generation,
             status: object.status.clone(),
@@ -60,10 +67,11 @@ impl From<&ReconcilerPlugin> for Declaration {
             key: format!("{namespace}/{name}"),
             title: format!("ReconcilerPlugin {namespace}/{name}"),
             registration_name: tenant_registration_name(&namespace, &name),
-            tenant: Some(Tenant {
+            tenant: Some(Identity {
                 namespace,
                 service_account: object.spec.service_account_name.clone(),
             }),
+            service_account: None,
             spec: object.spec.plugin.clone(),
             generation: object.metadata.generation,
             status: object.status.clone(),
@@ -170,6 +178,31 @@ pub fn module_file(declaration: &Declaration) -> Option<String> {
     }
 }
 
+/// Whether a folder module may claim `parent` from its own `info`: only a
+/// custom resource kind. A built-in kind (the core group, groups without a
+/// dot, and `*.k8s.io` / `*.kubernetes.io`) exists in every cluster, often
+/// in every namespace (`kube-root-ca.crt`, the `default` ServiceAccount), so
+/// a dropped file would reconcile objects nobody made for it. Claiming one
+/// takes an explicit `ClusterReconcilerPlugin` or `ReconcilerPlugin`.
+pub fn folder_parent_allowed(parent: &KindRef) -> Result<(), Refusal> {
+    let group = parent.group();
+    let built_in = !group.contains('.')
+        || group == "k8s.io"
+        || group.ends_with(".k8s.io")
+        || group == "kubernetes.io"
+        || group.ends_with(".kubernetes.io");
+    if built_in {
+        return Err(Refusal::new(
+            "BuiltInParentKind",
+            format!(
+                "{parent} is a built-in kind: a file of the plugins folder may only reconcile custom resources; \
+                 register it explicitly with a ClusterReconcilerPlugin (spec.module.file) or a ReconcilerPlugin"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The module of a file source, or why there is none.
 pub fn file_module<'a>(folder: &'a PluginFolder, file: &str) -> Result<&'a Plugin, Refusal> {
     folder.get(file).map_err(|e| match folder.contains(file) {
@@ -179,12 +212,14 @@ pub fn file_module<'a>(folder: &'a PluginFolder, file: &str) -> Result<&'a Plugi
 }
 
 /// The registration a declaration asks for, checked against its module
-/// (`plugin`, loaded from `origin`).
+/// (`plugin`, loaded from `origin`); it acts as the tenant's or the named
+/// ServiceAccount, else as `accounts` says.
 pub fn resolve(
     declaration: &Declaration,
     plugin: Result<&Plugin, Refusal>,
     origin: &ModuleRef,
     defaults: Limits,
+    accounts: &PluginAccounts,
 ) -> Result<Registration, Refusal> {
     let spec = &declaration.spec;
     let plugin = plugin?;
@@ -222,7 +257,8 @@ pub fn resolve(
         name: declaration.registration_name.clone(),
         source: format!("{} ({origin})", declaration.title),
         declaration: Some(declaration.key.clone()),
-        tenant: declaration.tenant.clone(),
+        identity: identity_of(declaration, accounts),
+        tenant_namespace: declaration.tenant.as_ref().map(|t| t.namespace.clone()),
         max_concurrent_reconciles: spec.limits.max_concurrent_reconciles,
         plugin: plugin.with_limits(spec.limits.over(defaults)),
         parent: info.parent.clone(),
@@ -231,6 +267,16 @@ pub fn resolve(
         config: spec.config.clone(),
         finalizer: info.finalizer,
     })
+}
+
+/// Whom a declaration's plugin acts as: the tenant's ServiceAccount, the one
+/// a ClusterReconcilerPlugin names, else its own (`accounts`).
+fn identity_of(declaration: &Declaration, accounts: &PluginAccounts) -> Option<Identity> {
+    declaration
+        .tenant
+        .clone()
+        .or_else(|| declaration.service_account.clone())
+        .or_else(|| accounts.for_plugin(&declaration.registration_name))
 }
 
 /// `wanted` if every kind in it is one the module declares, else a refusal.
@@ -254,4 +300,61 @@ fn narrowed(
         ));
     }
     Ok(wanted.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_module_may_claim_only_custom_resource_kinds() {
+        for (api_version, kind) in [
+            ("v1", "ConfigMap"),
+            ("v1", "Namespace"),
+            ("apps/v1", "Deployment"),
+            ("batch/v1", "Job"),
+            ("networking.k8s.io/v1", "Ingress"),
+            ("gateway.networking.k8s.io/v1", "Gateway"),
+            ("metrics.kubernetes.io/v1beta1", "PodMetrics"),
+        ] {
+            let refusal = folder_parent_allowed(&KindRef::new(api_version, kind)).unwrap_err();
+            assert_eq!(refusal.reason, "BuiltInParentKind", "{api_version} {kind}");
+        }
+        for (api_version, kind) in [
+            ("custom.ops/v1", "MicroServiceDeploy"),
+            ("etcd.database.coreos.com/v1beta2", "EtcdCluster"),
+            ("monitoring.coreos.com/v1", "Prometheus"),
+        ] {
+            assert_eq!(folder_parent_allowed(&KindRef::new(api_version, kind)), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_cluster_registration_acts_as_its_service_account_ref_else_its_own() {
+        let declaration = |service_account: Option<Identity>| Declaration {
+            key: "greeter".into(),
+            title: "ClusterReconcilerPlugin greeter".into(),
+            tenant: None,
+            service_account,
+            spec: PluginSpec::default(),
+            generation: None,
+            status: None,
+            object_ref: ObjectReference::default(),
+            registration_name: "greeter".into(),
+        };
+        let accounts = PluginAccounts::OwnServiceAccounts {
+            namespace: "trellis-system".into(),
+        };
+        let named = Identity {
+            namespace: "platform".into(),
+            service_account: "greeter-bot".into(),
+        };
+        let identity = |d: &Declaration| identity_of(d, &accounts);
+        assert_eq!(identity(&declaration(Some(named.clone()))), Some(named));
+        assert_eq!(
+            identity(&declaration(None)).map(|i| i.user()),
+            Some("system:serviceaccount:trellis-system:trellis-plugin-greeter".to_owned())
+        );
+        assert_eq!(identity_of(&declaration(None), &PluginAccounts::HostClient), None);
+    }
 }

@@ -61,8 +61,11 @@ pub struct Registry {
     tenant_declared: Vec<Declaration>,
     running: BTreeMap<Scope, KindController>,
     /// Why a registration's controller did not start (reason, message), by
-    /// declaration key.
+    /// declaration key, or by source (`file x.wasm`) for a folder plugin.
     start_errors: BTreeMap<String, (&'static str, String)>,
+    /// Why folder plugins are not served, by source, as last logged: they
+    /// have no object to show it on, so each change is logged once.
+    folder_reported: BTreeMap<String, Refusal>,
 }
 
 impl Registry {
@@ -88,6 +91,7 @@ impl Registry {
             tenant_declared: Vec::new(),
             running: BTreeMap::new(),
             start_errors: BTreeMap::new(),
+            folder_reported: BTreeMap::new(),
         }
     }
 
@@ -112,9 +116,10 @@ impl Registry {
             })
             .collect();
         self.config_maps.refresh(&modules, &self.runtime, self.limits).await;
-        let (wanted, refused) = self.desired();
+        let (wanted, refused, folder_refused) = self.desired();
         self.reconcile_controllers(wanted).await;
         self.report(refused).await;
+        self.report_folder(folder_refused);
         let (hits, misses) = self.runtime.module_cache_stats();
         self.shared.metrics.module_cache(hits, misses);
     }
@@ -136,7 +141,7 @@ impl Registry {
                 ModuleRef::File(file) => declared::file_module(&self.folder, file),
                 ModuleRef::ConfigMap(module) => self.config_maps.get(module),
             };
-            declared::resolve(declaration, plugin, &origin, self.limits)
+            declared::resolve(declaration, plugin, &origin, self.limits, &self.shared.plugin_accounts)
         });
         match resolved {
             Ok(registration) => {
@@ -159,10 +164,19 @@ impl Registry {
         }
     }
 
-    /// One registration per scope, and the refused declarations.
-    fn desired(&mut self) -> (BTreeMap<Scope, Registration>, BTreeMap<String, Refusal>) {
+    /// One registration per scope, the refused declarations, and the
+    /// refused folder plugins (by source).
+    #[allow(clippy::type_complexity)]
+    fn desired(
+        &mut self,
+    ) -> (
+        BTreeMap<Scope, Registration>,
+        BTreeMap<String, Refusal>,
+        BTreeMap<String, Refusal>,
+    ) {
         let mut wanted: BTreeMap<Scope, Registration> = BTreeMap::new();
         let mut refused = BTreeMap::new();
+        let mut folder_refused = BTreeMap::new();
         let claimed: BTreeSet<String> = self.cluster_declared.iter().filter_map(declared::module_file).collect();
         let keys: BTreeSet<String> = self.declarations().map(|d| d.key.clone()).collect();
         self.last_good.retain(|key, _| keys.contains(key));
@@ -186,6 +200,10 @@ impl Registry {
                 continue;
             }
             let info = plugin.info();
+            if let Err(refusal) = declared::folder_parent_allowed(&info.parent) {
+                folder_refused.insert(format!("file {file}"), refusal);
+                continue;
+            }
             let scope = (info.parent.clone(), None);
             if let Some(taken) = wanted.get(&scope) {
                 tracing::debug!(file = %file, kind = %info.parent, by = %taken.source, "parent kind already registered; module ignored");
@@ -203,7 +221,8 @@ impl Registry {
                     config: None,
                     finalizer: info.finalizer,
                     declaration: None,
-                    tenant: None,
+                    identity: self.shared.plugin_accounts.for_plugin(&info.name),
+                    tenant_namespace: None,
                     max_concurrent_reconciles: None,
                 },
             );
@@ -214,7 +233,7 @@ impl Registry {
             let Some(registration) = self.registration_of(declaration, &mut refused) else {
                 continue;
             };
-            let namespace = registration.tenant.as_ref().map(|t| t.namespace.clone());
+            let namespace = registration.tenant_namespace.clone();
             let taken = wanted
                 .get(&(registration.parent.clone(), None))
                 .or_else(|| wanted.get(&(registration.parent.clone(), namespace.clone())));
@@ -226,7 +245,7 @@ impl Registry {
             }
         }
         self.tenant_declared = tenants;
-        (wanted, refused)
+        (wanted, refused, folder_refused)
     }
 
     async fn reconcile_controllers(&mut self, wanted: BTreeMap<Scope, Registration>) {
@@ -260,21 +279,43 @@ impl Registry {
                         old.stop();
                     }
                     let name = registration.name.clone();
-                    let key = registration.declaration.clone();
+                    let key = registration
+                        .declaration
+                        .clone()
+                        .unwrap_or_else(|| registration.source.clone());
                     match KindController::start(self.shared.clone(), registration).await {
                         Ok(controller) => {
                             self.running.insert(scope, controller);
                         }
                         Err(e) => {
-                            tracing::warn!(plugin = %name, error = %e, "controller not started; retrying");
-                            if let Some(key) = key {
-                                self.start_errors.insert(key, (e.reason(), e.to_string()));
-                            }
+                            tracing::debug!(plugin = %name, error = %e, "controller not started; retrying");
+                            self.start_errors.insert(key, (e.reason(), e.to_string()));
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Logs why folder plugins are not served (refused, or their controller
+    /// did not start), once per change: they have no object to say it on.
+    fn report_folder(&mut self, mut refused: BTreeMap<String, Refusal>) {
+        for (source, (reason, message)) in &self.start_errors {
+            if source.starts_with("file ") {
+                refused.insert(source.clone(), Refusal::new(reason, message.clone()));
+            }
+        }
+        for (source, refusal) in &refused {
+            if self.folder_reported.get(source) != Some(refusal) {
+                tracing::warn!(plugin = %source, reason = refusal.reason, message = %refusal.message, "plugin not served");
+            }
+        }
+        for source in self.folder_reported.keys() {
+            if !refused.contains_key(source) {
+                tracing::info!(plugin = %source, "plugin no longer refused");
+            }
+        }
+        self.folder_reported = refused;
     }
 
     /// Writes each declaration's `Ready` condition where it changed.

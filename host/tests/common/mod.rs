@@ -4,6 +4,10 @@
 
 #![allow(dead_code)] // each test binary uses a part of it
 
+mod deploy;
+#[allow(unused_imports)] // each test binary uses a part of it
+pub use deploy::apply_deploy;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +15,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use trellis::controller::PluginAccounts;
 use trellis::host::{HostOptions, run_host};
 use trellis::metrics::Metrics;
 use trellis::server::Readiness;
@@ -53,6 +58,8 @@ impl TestHost {
         let namespace = ns.name().to_owned();
         Self::start_with_client(ns.client(), plugins_dir, |mut o| {
             o.namespace = Some(namespace);
+            // Not about rights: the plugins act with the test's admin client.
+            o.plugin_accounts = PluginAccounts::HostClient;
             tune(o)
         })
         .await

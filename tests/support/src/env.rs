@@ -421,6 +421,41 @@ impl TestEnv {
         kube::Client::try_from(config).expect("a client from the env's own kubeconfig")
     }
 
+    /// A configuration that authenticates as the ServiceAccount
+    /// `namespace/name` itself, with a token the API issues for it
+    /// (TokenRequest, one hour): unlike [`Self::client_as`], what this
+    /// identity impersonates is checked against its own RBAC. The
+    /// ServiceAccount must exist.
+    ///
+    /// # Panics
+    /// If the API refuses the token request.
+    pub async fn service_account_config(&self, namespace: &str, name: &str) -> kube::Config {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client(), namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(name, &Default::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("a token for ServiceAccount {namespace}/{name}: {e}"))
+            .status
+            .expect("a token request's status")
+            .token;
+        let mut config = self.config();
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        config
+    }
+
     /// A component's log file (`etcd`, `kube-apiserver`,
     /// `kube-controller-manager`, `kwok`).
     pub fn log_path(&self, component: &str) -> PathBuf {

@@ -1,0 +1,181 @@
+//! Confinement of plugins' rights, with the host running as its deployed
+//! ServiceAccount (a token of `trellis-system/trellis`) under exactly
+//! `deploy/`'s RBAC: no plugin acts with more than its own identity.
+//!
+//! The plugin here declares parent `v1 ConfigMap` and child `v1 Pod`: every
+//! namespace holds a ConfigMap (`kube-root-ca.crt`), so a host that served
+//! it with broad rights would write Pods into kube-system.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use trellis::crd::ClusterReconcilerPlugin;
+use trellis_testenv::TestNamespace;
+use trellis_testenv::wait::until;
+
+/// The plugin's file in the host's folder, and the Pod it would write for
+/// kube-system's `kube-root-ca.crt`.
+const MODULE: &str = "pod-from-configmap.wasm";
+const KUBE_SYSTEM_POD: &str = "kube-root-ca-crt-pod";
+
+/// A ServiceAccount `namespace/name` and a ClusterRole (bound cluster-wide) with `rules`.
+async fn service_account_with(admin: &kube::Client, namespace: &str, name: &str, rules: Value) {
+    let binding = format!("{namespace}-{name}");
+    let objects = format!(
+        "{}\n---\n{}\n---\n{}",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": binding}, "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": binding},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": binding},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}),
+    );
+    apply_yaml_stream(admin, &objects).await;
+}
+
+/// Waits until the ClusterReconcilerPlugin's `Ready` is False with `reason`; returns the message.
+async fn refused_with(admin: &kube::Client, name: &str, reason: &str) -> String {
+    let api: Api<ClusterReconcilerPlugin> = Api::all(admin.clone());
+    until(&format!("{name} to be refused ({reason})"), SETTLE, || async {
+        let object = api.get(name).await.map_err(|e| e.to_string())?;
+        let ready = object
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .ok_or("no Ready condition yet")?;
+        if ready.status == "False" && ready.reason == reason {
+            Ok(ready.message.clone())
+        } else {
+            Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
+        }
+    })
+    .await
+}
+
+/// Pods the plugin wrote anywhere (it labels its children with its name).
+async fn plugin_pods(admin: &kube::Client) -> Vec<String> {
+    let pods: Api<Pod> = Api::all(admin.clone());
+    let mut names = Vec::new();
+    for selector in [
+        "trellis.dev/plugin=pod-from-configmap",
+        "trellis.dev/plugin=configmap-pods",
+    ] {
+        let list = pods.list(&ListParams::default().labels(selector)).await.unwrap();
+        names.extend(list.items.into_iter().map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default()
+            )
+        }));
+    }
+    names
+}
+
+#[tokio::test]
+async fn no_plugin_acts_beyond_its_own_identity() {
+    let ns = TestNamespace::create("confined").await;
+    let admin = ns.client();
+    apply_deploy(&admin).await;
+
+    // The folder plugin's own ServiceAccount exists and may do all it
+    // asks, cluster-wide: only the rule on built-in parent kinds keeps it
+    // from being served.
+    service_account_with(
+        &admin,
+        "trellis-system",
+        "trellis-plugin-pod-from-configmap",
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        ]),
+    )
+    .await;
+    // A ServiceAccount that may read ConfigMaps everywhere but not Pods.
+    service_account_with(
+        &admin,
+        ns.name(),
+        "configmap-reader",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]),
+    )
+    .await;
+
+    let host_config = ns.env().service_account_config("trellis-system", "trellis").await;
+    let host_client = kube::Client::try_from(host_config.clone()).unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    add_plugin(plugins.path(), "trellis-test-pod-from-configmap", MODULE);
+    let host = TestHost::start_with_client(host_client, plugins, |mut o| {
+        o.client_config = Some(host_config);
+        o
+    })
+    .await;
+
+    // (1) The file alone claims ConfigMaps: not served, though its
+    // ServiceAccount could. A host that served it would reconcile
+    // kube-system's ConfigMaps within a poll or two.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(plugin_pods(&admin).await, Vec::<String>::new());
+    assert_eq!(
+        counter(&host.metrics, "trellis_reconciles_total{plugin=\"pod-from-configmap\""),
+        0.0,
+        "the folder plugin for ConfigMaps was served"
+    );
+
+    // (2) An explicit registration, acting as a ServiceAccount that may not
+    // list Pods cluster-wide: refused before anything is watched.
+    let registrations: Api<ClusterReconcilerPlugin> = Api::all(admin.clone());
+    let registration = |account: Value| {
+        json!({
+            "apiVersion": "trellis.dev/v1alpha1", "kind": "ClusterReconcilerPlugin",
+            "metadata": {"name": "configmap-pods"},
+            "spec": {"module": {"file": MODULE}, "serviceAccountRef": account},
+        })
+    };
+    registrations
+        .patch(
+            "configmap-pods",
+            &PatchParams::apply("platform-admin"),
+            &Patch::Apply(registration(
+                json!({"namespace": ns.name(), "name": "configmap-reader"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let message = refused_with(&admin, "configmap-pods", "Forbidden").await;
+    assert!(
+        message.contains(&format!("system:serviceaccount:{}:configmap-reader", ns.name()))
+            && message.contains("v1 Pod")
+            && message.contains("cluster-wide"),
+        "{message}"
+    );
+
+    // (3) A ServiceAccount that does not exist: refused, and it says so.
+    registrations
+        .patch(
+            "configmap-pods",
+            &PatchParams::apply("platform-admin"),
+            &Patch::Apply(registration(json!({"namespace": ns.name(), "name": "nobody"}))),
+        )
+        .await
+        .unwrap();
+    let message = refused_with(&admin, "configmap-pods", "ServiceAccountNotFound").await;
+    assert!(
+        message.contains(&format!("ServiceAccount {}/nobody", ns.name())),
+        "{message}"
+    );
+
+    // Nothing was written into kube-system (or anywhere) at any point.
+    let kube_system: Api<Pod> = Api::namespaced(admin.clone(), "kube-system");
+    assert!(kube_system.get_opt(KUBE_SYSTEM_POD).await.unwrap().is_none());
+    assert_eq!(plugin_pods(&admin).await, Vec::<String>::new());
+    registrations
+        .delete("configmap-pods", &Default::default())
+        .await
+        .unwrap();
+    host.stop().await;
+}

@@ -122,6 +122,21 @@ pub struct RunArgs {
     pub module_cache: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The most memory a tenant's ReconcilerPlugin may ask for, in MiB per
+    /// instance (more is refused: LimitAboveCeiling).
+    #[arg(long, default_value_t = 256)]
+    pub tenant_max_memory_mib: usize,
+    /// The longest call deadline a tenant may ask for, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub tenant_max_timeout_ms: u64,
+    /// The most reconciles at once a tenant may ask for.
+    #[arg(long, default_value_t = 8)]
+    pub tenant_max_concurrency: u16,
+    /// Stricter than Kubernetes' rule for Pods: a tenant's ReconcilerPlugin
+    /// may act as a ServiceAccount only if the ServiceAccount's annotation
+    /// `trellis.dev/allowed-registrations` names it (or is `*`).
+    #[arg(long, env = "TRELLIS_SERVICE_ACCOUNT_CONSENT")]
+    pub service_account_consent: bool,
 }
 
 impl From<RunArgs> for crate::run::RunOptions {
@@ -148,6 +163,12 @@ impl From<RunArgs> for crate::run::RunOptions {
                 plugin_accounts: crate::controller::PluginAccounts::OwnServiceAccounts {
                     namespace: a.plugin_namespace,
                 },
+                tenant_ceilings: crate::registry::TenantCeilings {
+                    memory_mib: a.tenant_max_memory_mib,
+                    timeout_ms: a.tenant_max_timeout_ms,
+                    concurrent_reconciles: a.tenant_max_concurrency,
+                },
+                service_account_consent: a.service_account_consent,
             },
             metrics_addr: a.metrics_addr,
         }

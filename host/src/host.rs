@@ -7,7 +7,7 @@
 use crate::controller::{PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, TenantCeilings};
 use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::Readiness;
 use kube::runtime::events::Reporter;
@@ -41,6 +41,11 @@ pub struct HostOptions {
     /// Whom folder plugins (and ClusterReconcilerPlugins naming no
     /// ServiceAccount) act as.
     pub plugin_accounts: PluginAccounts,
+    /// The most a tenant's registration may ask for.
+    pub tenant_ceilings: TenantCeilings,
+    /// Tenants' ServiceAccounts must name the registrations that act as them
+    /// (annotation `trellis.dev/allowed-registrations`).
+    pub service_account_consent: bool,
 }
 
 impl HostOptions {
@@ -61,6 +66,8 @@ impl HostOptions {
             plugin_accounts: PluginAccounts::OwnServiceAccounts {
                 namespace: "trellis-system".into(),
             },
+            tenant_ceilings: TenantCeilings::default(),
+            service_account_consent: false,
         }
     }
 }
@@ -90,6 +97,7 @@ pub async fn run_host(
         namespace: options.namespace.clone(),
         client_config: options.client_config.clone(),
         plugin_accounts: options.plugin_accounts.clone(),
+        service_account_consent: options.service_account_consent,
     };
     let elector = options.leader.clone().map(|o| LeaderElector::new(client, o));
     let renew_every = options.leader.as_ref().map_or(options.poll, LeaderOptions::renew_every);
@@ -109,7 +117,7 @@ pub async fn run_host(
                         last_renewed = Instant::now();
                         if registry.is_none() {
                             tracing::info!("leading: starting controllers");
-                            registry = Some(Registry::new(runtime.clone(), shared.clone(), &options.plugins_dir, options.limits));
+                            registry = Some(Registry::new(runtime.clone(), shared.clone(), &options.plugins_dir, options.limits, options.tenant_ceilings));
                         }
                     }
                     Ok(false) => {
@@ -129,7 +137,7 @@ pub async fn run_host(
             }
             _ = sync_tick.tick() => {
                 if elector.is_none() && registry.is_none() {
-                    registry = Some(Registry::new(runtime.clone(), shared.clone(), &options.plugins_dir, options.limits));
+                    registry = Some(Registry::new(runtime.clone(), shared.clone(), &options.plugins_dir, options.limits, options.tenant_ceilings));
                 }
                 if let Some(registry) = registry.as_mut() {
                     registry.sync().await;

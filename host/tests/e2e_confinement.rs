@@ -4,7 +4,9 @@
 //!
 //! The plugin here declares parent `v1 ConfigMap` and child `v1 Pod`: every
 //! namespace holds a ConfigMap (`kube-root-ca.crt`), so a host that served
-//! it with broad rights would write Pods into kube-system.
+//! it with broad rights would write Pods into kube-system. Then a tenant
+//! asks for more memory than the platform's ceiling, and for a
+//! ServiceAccount that has not consented to it.
 
 mod common;
 
@@ -15,9 +17,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use trellis::crd::ClusterReconcilerPlugin;
+use trellis::crd::{ClusterReconcilerPlugin, ReconcilerPlugin};
+use trellis::pack::{PackInput, pack};
 use trellis_testenv::TestNamespace;
-use trellis_testenv::wait::until;
+use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
 
 /// The plugin's file in the host's folder, and the Pod it would write for
 /// kube-system's `kube-root-ca.crt`.
@@ -49,6 +52,25 @@ async fn refused_with(admin: &kube::Client, name: &str, reason: &str) -> String 
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
             .ok_or("no Ready condition yet")?;
         if ready.status == "False" && ready.reason == reason {
+            Ok(ready.message.clone())
+        } else {
+            Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
+        }
+    })
+    .await
+}
+
+/// Waits until the tenant's ReconcilerPlugin `Ready` is `status` with `reason`; returns the message.
+async fn tenant_registration_is(ns: &TestNamespace, name: &str, status: &str, reason: &str) -> String {
+    let api: Api<ReconcilerPlugin> = Api::namespaced(ns.client(), ns.name());
+    until(&format!("{name} to be {status} ({reason})"), SETTLE, || async {
+        let object = api.get(name).await.map_err(|e| e.to_string())?;
+        let ready = object
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .ok_or("no Ready condition yet")?;
+        if ready.status == status && ready.reason == reason {
             Ok(ready.message.clone())
         } else {
             Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
@@ -111,6 +133,7 @@ async fn no_plugin_acts_beyond_its_own_identity() {
     add_plugin(plugins.path(), "trellis-test-pod-from-configmap", MODULE);
     let host = TestHost::start_with_client(host_client, plugins, |mut o| {
         o.client_config = Some(host_config);
+        o.service_account_consent = true;
         o
     })
     .await;
@@ -177,5 +200,76 @@ async fn no_plugin_acts_beyond_its_own_identity() {
         .delete("configmap-pods", &Default::default())
         .await
         .unwrap();
+
+    tenant_ceiling_and_consent(&admin).await;
     host.stop().await;
+}
+
+/// A tenant registration asking for 1 GiB is refused (`LimitAboveCeiling`);
+/// within the ceiling, it serves only once its ServiceAccount consents.
+async fn tenant_ceiling_and_consent(admin: &kube::Client) {
+    install_crd(admin, &crd_from_yaml(GREETER_CRD)).await;
+    let team = TestNamespace::create("team").await;
+    let rbac = format!(
+        "{}\n---\n{}\n---\n{}",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "greeter-plugin", "namespace": team.name()}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "greeter-plugin", "namespace": team.name()},
+        "rules": [
+            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters"], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "greeter-plugin", "namespace": team.name()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "greeter-plugin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "greeter-plugin", "namespace": team.name()}]}),
+    );
+    apply_yaml_stream(admin, &rbac).await;
+    let packed = pack(&PackInput {
+        module: trellis::testing::guest_module("trellis-test-greeter-v1"),
+        name: "greeter".into(),
+        namespace: team.name().into(),
+        service_account: Some("greeter-plugin".into()),
+        gzip: false,
+    })
+    .expect("the module packs");
+    let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), team.name());
+    let limits = |memory_mib: u64| json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {"limits": {"memoryMib": memory_mib}}});
+    // Asked for from the start: it never serves with 1 GiB.
+    apply_yaml_stream(admin, &packed).await;
+    registrations
+        .patch(
+            "greeter",
+            &PatchParams::apply("team-admin"),
+            &Patch::Apply(limits(1024)),
+        )
+        .await
+        .unwrap();
+    let message = tenant_registration_is(&team, "greeter", "False", "LimitAboveCeiling").await;
+    assert!(
+        message.contains("memoryMib is 1024") && message.contains("256"),
+        "{message}"
+    );
+
+    registrations
+        .patch("greeter", &PatchParams::apply("team-admin"), &Patch::Apply(limits(32)))
+        .await
+        .unwrap();
+    let message = tenant_registration_is(&team, "greeter", "False", "ServiceAccountNotAllowed").await;
+    assert!(message.contains("trellis.dev/allowed-registrations"), "{message}");
+    let greeters = dynamic_api(&team, "test.trellis.dev", "v1", "Greeter");
+    apply_as_user(
+        &greeters,
+        &json!({"apiVersion": "test.trellis.dev/v1", "kind": "Greeter", "metadata": {"name": "hi"}}),
+    )
+    .await;
+
+    // The ServiceAccount names the registration: now it serves.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(admin.clone(), team.name());
+    let consent = json!({"metadata": {"annotations": {"trellis.dev/allowed-registrations": "greeter"}}});
+    accounts
+        .patch("greeter-plugin", &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .unwrap();
+    tenant_registration_is(&team, "greeter", "True", "Serving").await;
+    eventually_exists(&team.api::<k8s_openapi::api::core::v1::ConfigMap>(), "hi-greeting").await;
 }

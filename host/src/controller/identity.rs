@@ -20,6 +20,11 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessR
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 
+/// The annotation by which a ServiceAccount names the tenant registrations
+/// (ReconcilerPlugins of its namespace, comma-separated, or `*`) that may
+/// act as it, when the host requires consent (`--service-account-consent`).
+pub const ALLOWED_REGISTRATIONS: &str = "trellis.dev/allowed-registrations";
+
 /// The prefix of a plugin's own ServiceAccount: `trellis-plugin-<name>`.
 pub const PLUGIN_ACCOUNT_PREFIX: &str = "trellis-plugin-";
 
@@ -88,25 +93,35 @@ impl Shared {
 }
 
 /// Checks, before anything is watched, that `identity` exists (read with the
-/// host's client, `host`) and that it may list and watch every kind the
-/// plugin touches where the controller (`acting`) watches. A tenant's
-/// plugin only touches namespaced kinds.
+/// host's client, `host`), that it consents to `consent_of` (a tenant
+/// registration's name, when the host requires consent), and that it may
+/// list and watch every kind the plugin touches where the controller
+/// (`acting`) watches. A tenant's plugin only touches namespaced kinds.
 pub(super) async fn check_identity(
     host: &Shared,
     acting: &Shared,
     identity: &Identity,
     tenant: bool,
+    consent_of: Option<&str>,
     kinds: &[&ServedKind],
 ) -> Result<(), ControllerError> {
     let accounts: Api<ServiceAccount> = Api::namespaced(host.client.clone(), &identity.namespace);
-    match accounts.get_opt(&identity.service_account).await {
-        Ok(Some(_)) => {}
+    let account = match accounts.get_opt(&identity.service_account).await {
+        Ok(Some(account)) => account,
         Ok(None) => {
             return Err(ControllerError::NoServiceAccount {
                 identity: identity.clone(),
             });
         }
         Err(e) => return Err(ControllerError::Client(e)),
+    };
+    if let Some(registration) = consent_of
+        && !consents(&account, registration)
+    {
+        return Err(ControllerError::NoConsent {
+            identity: identity.clone(),
+            registration: registration.to_owned(),
+        });
     }
     for kind in kinds {
         if tenant && !kind.namespaced {
@@ -133,6 +148,16 @@ pub(super) async fn check_identity(
         }
     }
     Ok(())
+}
+
+/// Whether the ServiceAccount's [`ALLOWED_REGISTRATIONS`] names `registration` (or is `*`).
+fn consents(account: &ServiceAccount, registration: &str) -> bool {
+    account
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOWED_REGISTRATIONS))
+        .is_some_and(|names| names.split(',').map(str::trim).any(|n| n == registration || n == "*"))
 }
 
 /// Whether the identity `acting` impersonates may `verb` the kind in
@@ -167,5 +192,27 @@ async fn may(
             message: status.message,
         }),
         Err(e) => Err(ControllerError::Client(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(annotation: Option<&str>) -> ServiceAccount {
+        let mut account = ServiceAccount::default();
+        if let Some(value) = annotation {
+            account.metadata.annotations = Some([(ALLOWED_REGISTRATIONS.to_owned(), value.to_owned())].into());
+        }
+        account
+    }
+
+    #[test]
+    fn a_service_account_consents_only_to_the_registrations_it_names() {
+        assert!(!consents(&account(None), "greeter"));
+        assert!(!consents(&account(Some("other")), "greeter"));
+        assert!(!consents(&account(Some("greeter-v2")), "greeter"));
+        assert!(consents(&account(Some("other, greeter")), "greeter"));
+        assert!(consents(&account(Some("*")), "greeter"));
     }
 }

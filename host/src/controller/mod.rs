@@ -23,7 +23,7 @@ mod names;
 mod parent;
 mod reconcile;
 
-pub use identity::{Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};
+pub use identity::{ALLOWED_REGISTRATIONS, Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};
 pub use kinds::{KindError, ServedKind, resolve};
 
 use crate::metrics::Metrics;
@@ -112,6 +112,9 @@ pub struct Shared {
     pub client_config: Option<kube::Config>,
     /// Whom plugins without a ServiceAccount of their own act as.
     pub plugin_accounts: PluginAccounts,
+    /// A tenant's ServiceAccount serves only the registrations its
+    /// [`ALLOWED_REGISTRATIONS`] annotation names.
+    pub service_account_consent: bool,
 }
 
 impl Shared {
@@ -146,6 +149,10 @@ pub enum ControllerError {
         "{identity} does not exist: create it with the rights the plugin needs (deploy/rbac has one per bundled plugin)"
     )]
     NoServiceAccount { identity: Identity },
+    #[error(
+        "{identity} does not allow ReconcilerPlugin {registration} to act as it: the host requires consent, so its annotation trellis.dev/allowed-registrations must name the registration (or be \"*\")"
+    )]
+    NoConsent { identity: Identity, registration: String },
     #[error("the host may not act as {identity}: {message}")]
     CannotImpersonate { identity: Identity, message: String },
     #[error("the host was started without its client configuration, so it cannot act as a plugin's ServiceAccount")]
@@ -162,6 +169,7 @@ impl ControllerError {
             Self::ClusterScopedChild { .. } | Self::ClusterScopedForTenant { .. } => "ClusterScopedKind",
             Self::Forbidden { .. } => "Forbidden",
             Self::NoServiceAccount { .. } => "ServiceAccountNotFound",
+            Self::NoConsent { .. } => "ServiceAccountNotAllowed",
             Self::CannotImpersonate { .. } | Self::NoImpersonation => "NoImpersonation",
             Self::Client(_) => "ControllerNotStarted",
         }
@@ -257,7 +265,15 @@ impl KindController {
                 }
                 let acting = shared.acting_as(identity, registration.tenant_namespace.as_deref())?;
                 let tenant = registration.tenant_namespace.is_some();
-                identity::check_identity(&shared, &acting, identity, tenant, &kinds.iter().collect::<Vec<_>>()).await?;
+                // A tenant's declaration key is `namespace/name`.
+                let consent_of = registration
+                    .declaration
+                    .as_deref()
+                    .and_then(|key| key.split_once('/'))
+                    .map(|(_, name)| name)
+                    .filter(|_| tenant && shared.service_account_consent);
+                let kinds: Vec<&ServedKind> = kinds.iter().collect();
+                identity::check_identity(&shared, &acting, identity, tenant, consent_of, &kinds).await?;
                 acting
             }
             None => shared,

@@ -109,6 +109,69 @@ impl Refusal {
     }
 }
 
+/// The most a tenant's registration may ask for: the platform's ceilings
+/// (`trellis run --tenant-max-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantCeilings {
+    /// Memory of one instance, in MiB.
+    pub memory_mib: usize,
+    /// Deadline of one call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Reconciles at once.
+    pub concurrent_reconciles: u16,
+}
+
+impl Default for TenantCeilings {
+    fn default() -> Self {
+        Self {
+            memory_mib: 256,
+            timeout_ms: 10_000,
+            concurrent_reconciles: 8,
+        }
+    }
+}
+
+impl TenantCeilings {
+    /// A refusal when `limits` ask for more than a ceiling.
+    fn check(&self, limits: &crate::crd::PluginLimits) -> Result<(), Refusal> {
+        let above = |what: &str, asked: u64, ceiling: u64| {
+            Refusal::new(
+                "LimitAboveCeiling",
+                format!("spec.limits.{what} is {asked}, above the platform's ceiling of {ceiling} for tenants"),
+            )
+        };
+        if let Some(asked) = limits.memory_mib
+            && asked > self.memory_mib
+        {
+            return Err(above("memoryMib", asked as u64, self.memory_mib as u64));
+        }
+        if let Some(asked) = limits.timeout_ms
+            && asked > self.timeout_ms
+        {
+            return Err(above("timeoutMs", asked, self.timeout_ms));
+        }
+        if let Some(asked) = limits.max_concurrent_reconciles
+            && asked > self.concurrent_reconciles
+        {
+            return Err(above(
+                "maxConcurrentReconciles",
+                u64::from(asked),
+                u64::from(self.concurrent_reconciles),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The host's defaults, lowered to the ceilings where they are above.
+    fn bound(&self, defaults: Limits) -> Limits {
+        Limits {
+            timeout: defaults.timeout.min(std::time::Duration::from_millis(self.timeout_ms)),
+            memory_bytes: defaults.memory_bytes.min(self.memory_mib << 20),
+            response_bytes: defaults.response_bytes,
+        }
+    }
+}
+
 /// Where a declaration's module comes from.
 #[derive(Debug, Clone)]
 pub enum ModuleRef {
@@ -211,17 +274,34 @@ pub fn file_module<'a>(folder: &'a PluginFolder, file: &str) -> Result<&'a Plugi
     })
 }
 
+/// The host's settings a declaration is resolved with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Limits of a call the declaration does not set.
+    pub limits: Limits,
+    /// Whom plugins without a ServiceAccount of their own act as.
+    pub accounts: PluginAccounts,
+    /// The most a tenant may ask for.
+    pub ceilings: TenantCeilings,
+}
+
 /// The registration a declaration asks for, checked against its module
 /// (`plugin`, loaded from `origin`); it acts as the tenant's or the named
-/// ServiceAccount, else as `accounts` says.
+/// ServiceAccount, else as `settings.accounts` says.
 pub fn resolve(
     declaration: &Declaration,
     plugin: Result<&Plugin, Refusal>,
     origin: &ModuleRef,
-    defaults: Limits,
-    accounts: &PluginAccounts,
+    settings: &Settings,
 ) -> Result<Registration, Refusal> {
     let spec = &declaration.spec;
+    let defaults = match &declaration.tenant {
+        Some(_) => {
+            settings.ceilings.check(&spec.limits)?;
+            settings.ceilings.bound(settings.limits)
+        }
+        None => settings.limits,
+    };
     let plugin = plugin?;
     if let Some(pin) = &spec.module.sha256
         && !pin.eq_ignore_ascii_case(plugin.digest())
@@ -257,7 +337,7 @@ pub fn resolve(
         name: declaration.registration_name.clone(),
         source: format!("{} ({origin})", declaration.title),
         declaration: Some(declaration.key.clone()),
-        identity: identity_of(declaration, accounts),
+        identity: identity_of(declaration, &settings.accounts),
         tenant_namespace: declaration.tenant.as_ref().map(|t| t.namespace.clone()),
         max_concurrent_reconciles: spec.limits.max_concurrent_reconciles,
         plugin: plugin.with_limits(spec.limits.over(defaults)),

@@ -30,7 +30,8 @@ use crate::controller::{KindController, Registration, Shared};
 use crate::crd::{ClusterReconcilerPlugin, ConfigMapModule, ReconcilerPlugin};
 use crate::runtime::{KindRef, Limits, Runtime};
 use configmap::ConfigMapModules;
-use declared::{Declaration, ModuleRef, Refusal};
+pub use declared::TenantCeilings;
+use declared::{Declaration, ModuleRef, Refusal, Settings};
 use kube::Api;
 use kube::runtime::events::Recorder;
 use report::Readiness;
@@ -46,7 +47,8 @@ type Scope = (KindRef, Option<String>);
 pub struct Registry {
     runtime: Runtime,
     shared: Shared,
-    limits: Limits,
+    /// What declarations are resolved with.
+    settings: Settings,
     folder: PluginFolder,
     config_maps: ConfigMapModules,
     cluster_declarations: Api<ClusterReconcilerPlugin>,
@@ -69,8 +71,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty registry over the plugins folder `dir`.
-    pub fn new(runtime: Runtime, shared: Shared, dir: &Path, limits: Limits) -> Self {
+    /// An empty registry over the plugins folder `dir`; tenants may ask for
+    /// no more than `ceilings`.
+    pub fn new(runtime: Runtime, shared: Shared, dir: &Path, limits: Limits, ceilings: TenantCeilings) -> Self {
         let client = shared.client.clone();
         let tenant_declarations = match &shared.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -83,9 +86,13 @@ impl Registry {
             config_maps: ConfigMapModules::new(client.clone()),
             recorder: Recorder::new(client, shared.reporter.clone()),
             last_good: BTreeMap::new(),
+            settings: Settings {
+                limits,
+                accounts: shared.plugin_accounts.clone(),
+                ceilings,
+            },
             runtime,
             shared,
-            limits,
             folder: PluginFolder::new(dir),
             cluster_declared: Vec::new(),
             tenant_declared: Vec::new(),
@@ -105,7 +112,7 @@ impl Registry {
     /// swapped in, removed ones stop. Kinds the API does not serve yet are
     /// retried on the next call. Then reports each declaration's state.
     pub async fn sync(&mut self) {
-        self.folder.refresh(&self.runtime, self.limits).await;
+        self.folder.refresh(&self.runtime, self.settings.limits).await;
         self.cluster_declared = self.cluster_watch.declarations().await;
         self.tenant_declared = self.tenant_watch.declarations().await;
         let modules: BTreeSet<ConfigMapModule> = self
@@ -115,7 +122,9 @@ impl Registry {
                 _ => None,
             })
             .collect();
-        self.config_maps.refresh(&modules, &self.runtime, self.limits).await;
+        self.config_maps
+            .refresh(&modules, &self.runtime, self.settings.limits)
+            .await;
         let (wanted, refused, folder_refused) = self.desired();
         self.reconcile_controllers(wanted).await;
         self.report(refused).await;
@@ -141,7 +150,7 @@ impl Registry {
                 ModuleRef::File(file) => declared::file_module(&self.folder, file),
                 ModuleRef::ConfigMap(module) => self.config_maps.get(module),
             };
-            declared::resolve(declaration, plugin, &origin, self.limits, &self.shared.plugin_accounts)
+            declared::resolve(declaration, plugin, &origin, &self.settings)
         });
         match resolved {
             Ok(registration) => {

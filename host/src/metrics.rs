@@ -43,6 +43,8 @@ pub struct Metrics {
     apply: Family<PluginLabel, Histogram>,
     writes: Family<WriteLabels, Counter>,
     in_flight: Family<PluginLabel, Gauge>,
+    /// Events a plugin asked for beyond the cap of one reconcile.
+    events_dropped: Family<PluginLabel, Counter>,
     /// Module compiles served from the on-disk cache, and the ones that missed.
     module_cache: Family<CacheLabel, Gauge>,
 }
@@ -96,6 +98,12 @@ impl Metrics {
             "Reconciles running now, per plugin",
             in_flight.clone(),
         );
+        let events_dropped = Family::<PluginLabel, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Events a plugin asked for beyond the per-reconcile cap, dropped unwritten",
+            events_dropped.clone(),
+        );
         let module_cache = Family::<CacheLabel, Gauge>::default();
         registry.register(
             "module_cache_compiles",
@@ -103,6 +111,7 @@ impl Metrics {
             module_cache.clone(),
         );
         Self {
+            events_dropped,
             module_cache,
             registry: Arc::new(registry),
             reconciles,
@@ -161,6 +170,15 @@ impl Metrics {
                     write: write.to_owned(),
                 })
                 .inc_by(n);
+        }
+    }
+
+    /// `n` events of one reconcile were dropped (over the cap).
+    pub fn events_dropped(&self, plugin: &str, n: usize) {
+        if n > 0 {
+            self.events_dropped
+                .get_or_create(&Self::plugin(plugin))
+                .inc_by(n as u64);
         }
     }
 

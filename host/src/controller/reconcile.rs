@@ -233,6 +233,11 @@ async fn call_plugin(
 }
 
 async fn publish_events(ctx: &Context, desired: &Desired, parent: &Value) {
+    if desired.events_dropped > 0 {
+        let plugin = ctx.registration().name.clone();
+        tracing::debug!(plugin = %plugin, dropped = desired.events_dropped, "events over the per-reconcile cap dropped");
+        ctx.shared.metrics.events_dropped(&plugin, desired.events_dropped);
+    }
     for event in &desired.events {
         let event = Event {
             type_: if event.warning {

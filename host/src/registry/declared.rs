@@ -204,6 +204,9 @@ pub fn module_ref(declaration: &Declaration) -> Result<ModuleRef, Refusal> {
             ));
         }
     };
+    if let ModuleRef::ConfigMap(module) = &origin {
+        check_config_map_ref(module)?;
+    }
     match (origin, &declaration.tenant) {
         (ModuleRef::File(_), Some(_)) => Err(Refusal::new(
             "FileModuleNotAllowed",
@@ -231,6 +234,36 @@ pub fn module_ref(declaration: &Declaration) -> Result<ModuleRef, Refusal> {
         )),
         (origin, _) => Ok(origin),
     }
+}
+
+/// A ConfigMap reference that can be watched: a DNS-subdomain name, a
+/// DNS-label namespace (or none, for the tenant's own), a valid key.
+/// Checked before it reaches a field selector, where a bad name would
+/// never list.
+fn check_config_map_ref(module: &ConfigMapModule) -> Result<(), Refusal> {
+    use crate::runtime::{is_dns_label, is_dns_subdomain};
+    let bad = |what: &str, value: &str| {
+        Err(Refusal::new(
+            "InvalidConfigMapRef",
+            format!("spec.module.configMap.{what} {value:?} is not a valid {what}"),
+        ))
+    };
+    if !is_dns_subdomain(&module.name) {
+        return bad("name", &module.name);
+    }
+    if !module.namespace.is_empty() && !is_dns_label(&module.namespace) {
+        return bad("namespace", &module.namespace);
+    }
+    let key_ok = !module.key.is_empty()
+        && module.key.len() <= 253
+        && module
+            .key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !key_ok {
+        return bad("key", &module.key);
+    }
+    Ok(())
 }
 
 /// The module file a declaration names, if any.
@@ -379,12 +412,44 @@ fn narrowed(
             ),
         ));
     }
-    Ok(wanted.clone())
+    let mut distinct: Vec<KindRef> = Vec::with_capacity(wanted.len());
+    for kind in wanted {
+        if !distinct.contains(kind) {
+            distinct.push(kind.clone());
+        }
+    }
+    Ok(distinct)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_map_refs_are_checked_before_any_watch() {
+        let module = |namespace: &str, name: &str, key: &str| ConfigMapModule {
+            namespace: namespace.into(),
+            name: name.into(),
+            key: key.into(),
+        };
+        assert_eq!(
+            check_config_map_ref(&module("team-a", "greeter.v1", "module.wasm")),
+            Ok(())
+        );
+        assert_eq!(check_config_map_ref(&module("", "greeter", "module.wasm")), Ok(()));
+        for bad in [
+            module("team-a", "Bad,Name", "module.wasm"),
+            module("team-a", "a=b", "module.wasm"),
+            module("team_a", "greeter", "module.wasm"),
+            module("team-a", "greeter", "a/b"),
+        ] {
+            assert_eq!(
+                check_config_map_ref(&bad).unwrap_err().reason,
+                "InvalidConfigMapRef",
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_folder_module_may_claim_only_custom_resource_kinds() {

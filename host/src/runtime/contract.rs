@@ -121,6 +121,16 @@ pub struct DesiredChild {
     pub body: Value,
 }
 
+/// The most events one response may have written; the rest are dropped
+/// and counted (`trellis_events_dropped_total`).
+pub const MAX_EVENTS: usize = 10;
+/// The most children one response may list (bytes alone would let ~38,000
+/// tiny ConfigMaps through the default 4 MiB).
+pub const MAX_CHILDREN: usize = 1000;
+/// The shortest `requeue-after-seconds` honoured: a plugin asking for 0
+/// gets this, not a busy loop.
+pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
 /// A validated response: what the host will make true.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
@@ -130,9 +140,11 @@ pub struct Desired {
     pub status: Option<Value>,
     /// Conditions to set.
     pub conditions: Vec<Condition>,
-    /// Events to record.
+    /// Events to record: at most [`MAX_EVENTS`].
     pub events: Vec<Event>,
-    /// Reconcile again after this long.
+    /// Events the plugin asked for beyond [`MAX_EVENTS`], dropped.
+    pub events_dropped: usize,
+    /// Reconcile again after this long: at least [`MIN_REQUEUE`].
     pub requeue_after: Option<Duration>,
     /// Cleanup finished (while finalizing).
     pub finalized: bool,

@@ -58,6 +58,9 @@ pub enum RuntimeError {
     /// The response is larger than the output limit.
     #[error("plugin {plugin}: response of {size} bytes exceeds the limit of {limit} bytes")]
     ResponseTooLarge { plugin: String, size: usize, limit: usize },
+    /// The response lists more children than one response may.
+    #[error("plugin {plugin}: response lists {count} children, more than the limit of {limit}")]
+    TooManyChildren { plugin: String, count: usize, limit: usize },
     /// The response breaks the contract (bad JSON, a kind not registered, a
     /// foreign namespace, ...). Nothing of it is applied.
     #[error("plugin {plugin}: invalid response: {reason}")]
@@ -80,6 +83,7 @@ impl RuntimeError {
             Self::MemoryLimit { .. } => "PluginMemoryLimit",
             Self::Trap { .. } => "PluginTrapped",
             Self::ResponseTooLarge { .. } => "ResponseTooLarge",
+            Self::TooManyChildren { .. } => "TooManyChildren",
             Self::InvalidResponse { .. } => "InvalidResponse",
             Self::Reported {
                 failure: PluginFailure::InvalidSpec(_),

@@ -17,7 +17,10 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use contract::{Condition, Desired, DesiredChild, Event, KindRef, PluginInfo, ReconcileRequest};
+pub use contract::{
+    Condition, Desired, DesiredChild, Event, KindRef, MAX_CHILDREN, MAX_EVENTS, MIN_REQUEUE, PluginInfo,
+    ReconcileRequest,
+};
 pub use error::{PluginFailure, RuntimeError};
 pub use plugin::{Plugin, digest};
 pub use validate::{is_dns_label, is_dns_subdomain};

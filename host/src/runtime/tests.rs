@@ -143,6 +143,30 @@ fn a_huge_response_is_refused() {
 }
 
 #[test]
+fn too_many_children_are_refused_by_count() {
+    let err = run("many-children").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::TooManyChildren {
+                count: 2000,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_event_flood_is_capped_and_requeue_zero_is_floored() {
+    let desired = run("event-flood").unwrap();
+    assert_eq!(desired.events.len(), crate::runtime::MAX_EVENTS);
+    assert_eq!(desired.events_dropped, 2000 - crate::runtime::MAX_EVENTS);
+    assert_eq!(desired.requeue_after, Some(crate::runtime::MIN_REQUEUE));
+}
+
+#[test]
 fn children_outside_the_contract_are_refused() {
     for (mode, needle) in [
         ("wrong-kind", "not among the kinds"),

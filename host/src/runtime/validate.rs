@@ -2,7 +2,9 @@
 //! response must follow before anything of it is written to the cluster.
 
 use super::bindings::trellis::reconciler::types as wit;
-use super::contract::{Condition, Desired, DesiredChild, Event, KindRef, PluginInfo};
+use super::contract::{
+    Condition, Desired, DesiredChild, Event, KindRef, MAX_CHILDREN, MAX_EVENTS, MIN_REQUEUE, PluginInfo,
+};
 use super::error::{PluginFailure, RuntimeError};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -42,8 +44,8 @@ pub(crate) fn plugin_info(module: &str, info: wit::PluginInfo) -> Result<PluginI
         name: info.name,
         version: info.version,
         parent: kind(info.parent),
-        children: info.children.into_iter().map(kind).collect(),
-        related: info.related.into_iter().map(kind).collect(),
+        children: distinct(info.children.into_iter().map(kind)),
+        related: distinct(info.related.into_iter().map(kind)),
         finalizer: info.finalizer,
     };
     for k in std::iter::once(&info.parent).chain(&info.children).chain(&info.related) {
@@ -54,6 +56,18 @@ pub(crate) fn plugin_info(module: &str, info: wit::PluginInfo) -> Result<PluginI
         }
     }
     Ok(info)
+}
+
+/// The kinds in their order, each once: a kind listed twice would get two
+/// watches and two caches.
+fn distinct(kinds: impl Iterator<Item = KindRef>) -> Vec<KindRef> {
+    let mut out: Vec<KindRef> = Vec::new();
+    for kind in kinds {
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    out
 }
 
 /// Checks a response against the rules of the contract and the plugin's
@@ -80,6 +94,13 @@ pub(crate) fn response(
             plugin: plugin.clone(),
             size,
             limit: response_limit,
+        });
+    }
+    if response.children.len() > MAX_CHILDREN {
+        return Err(RuntimeError::TooManyChildren {
+            plugin: plugin.clone(),
+            count: response.children.len(),
+            limit: MAX_CHILDREN,
         });
     }
     let invalid = |reason: String| RuntimeError::InvalidResponse {
@@ -126,9 +147,11 @@ pub(crate) fn response(
         });
     }
 
+    let events_dropped = response.events.len().saturating_sub(MAX_EVENTS);
     let events = response
         .events
         .into_iter()
+        .take(MAX_EVENTS)
         .map(|e| {
             if !is_reason(&e.reason) {
                 return Err(invalid(format!("event reason {:?} is not CamelCase", e.reason)));
@@ -146,9 +169,10 @@ pub(crate) fn response(
         status,
         conditions,
         events,
+        events_dropped,
         requeue_after: response
             .requeue_after_seconds
-            .map(|s| Duration::from_secs(u64::from(s))),
+            .map(|s| Duration::from_secs(u64::from(s)).max(MIN_REQUEUE)),
         finalized: response.finalized,
     })
 }

@@ -1,6 +1,7 @@
 //! A deliberately misbehaving plugin for the host's tests: the parent's
 //! `spec.mode` picks the misbehaviour (endless loop, memory bomb, panic,
-//! bad output, writes outside its namespace, ...). `ok` behaves.
+//! bad output, writes outside its namespace, floods of children or events,
+//! ...). `ok` behaves.
 //!
 //! It asks for a finalizer: a deleted parent stays until it carries the
 //! annotation `test.trellis.dev/release: "yes"`.
@@ -80,6 +81,20 @@ impl Reconciler for Hostile {
                     trellis_sdk::log::info(&format!("line {i}"));
                 }
                 Ok(Response::new())
+            }
+            "many-children" => {
+                let mut r = Response::new();
+                for i in 0..2_000 {
+                    r.push_child(&config_map(&format!("tiny-{i}")));
+                }
+                Ok(r)
+            }
+            "event-flood" => {
+                let mut r = Response::new().requeue_after(std::time::Duration::ZERO);
+                for i in 0..2_000 {
+                    r = r.event("Flood", format!("event {i}"));
+                }
+                Ok(r)
             }
             other => Err(Error::invalid_spec(format!("unknown mode {other:?}"))),
         }

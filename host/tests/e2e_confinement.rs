@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use trellis::crd::{ClusterReconcilerPlugin, ReconcilerPlugin};
 use trellis::pack::{PackInput, pack};
 use trellis_testenv::TestNamespace;
-use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
+use trellis_testenv::wait::{crd_from_yaml, install_crd};
 
 /// The plugin's file in the host's folder, and the Pod it would write for
 /// kube-system's `kube-root-ca.crt`.
@@ -43,39 +43,23 @@ async fn service_account_with(admin: &kube::Client, namespace: &str, name: &str,
 
 /// Waits until the ClusterReconcilerPlugin's `Ready` is False with `reason`; returns the message.
 async fn refused_with(admin: &kube::Client, name: &str, reason: &str) -> String {
-    let api: Api<ClusterReconcilerPlugin> = Api::all(admin.clone());
-    until(&format!("{name} to be refused ({reason})"), SETTLE, || async {
-        let object = api.get(name).await.map_err(|e| e.to_string())?;
-        let ready = object
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .ok_or("no Ready condition yet")?;
-        if ready.status == "False" && ready.reason == reason {
-            Ok(ready.message.clone())
-        } else {
-            Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
-        }
-    })
+    registration_ready_is(
+        &Api::<ClusterReconcilerPlugin>::all(admin.clone()),
+        name,
+        "False",
+        reason,
+    )
     .await
 }
 
 /// Waits until the tenant's ReconcilerPlugin `Ready` is `status` with `reason`; returns the message.
 async fn tenant_registration_is(ns: &TestNamespace, name: &str, status: &str, reason: &str) -> String {
-    let api: Api<ReconcilerPlugin> = Api::namespaced(ns.client(), ns.name());
-    until(&format!("{name} to be {status} ({reason})"), SETTLE, || async {
-        let object = api.get(name).await.map_err(|e| e.to_string())?;
-        let ready = object
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .ok_or("no Ready condition yet")?;
-        if ready.status == status && ready.reason == reason {
-            Ok(ready.message.clone())
-        } else {
-            Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
-        }
-    })
+    registration_ready_is(
+        &Api::<ReconcilerPlugin>::namespaced(ns.client(), ns.name()),
+        name,
+        status,
+        reason,
+    )
     .await
 }
 

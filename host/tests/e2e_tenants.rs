@@ -72,24 +72,7 @@ async fn onboard(ns: &TestNamespace, name: &str, plugin_crate: &str, rules: Valu
 /// `reason`; returns the message.
 async fn registration_is(ns: &TestNamespace, name: &str, status: &str, reason: &str) -> String {
     let registrations: Api<ReconcilerPlugin> = Api::namespaced(ns.client(), ns.name());
-    until(
-        &format!("{}/{name} to be {status} ({reason})", ns.name()),
-        SETTLE,
-        || async {
-            let object = registrations.get(name).await.map_err(|e| e.to_string())?;
-            let ready = object
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                .ok_or("no Ready condition yet")?;
-            if ready.status == status && ready.reason == reason {
-                Ok(ready.message.clone())
-            } else {
-                Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
-            }
-        },
-    )
-    .await
+    common::registration_ready_is(&registrations, name, status, reason).await
 }
 
 /// Rules of a tenant's Role: full use of `plural` (and its status) in

@@ -301,3 +301,45 @@ pub async fn apply_yaml_stream(client: &kube::Client, yaml: &str) {
             .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
     }
 }
+
+/// A registration kind: both carry the same status.
+pub trait RegistrationObject:
+    kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug
+{
+    fn registration_status(&self) -> Option<&trellis::crd::ReconcilerPluginStatus>;
+}
+
+impl RegistrationObject for trellis::crd::ClusterReconcilerPlugin {
+    fn registration_status(&self) -> Option<&trellis::crd::ReconcilerPluginStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl RegistrationObject for trellis::crd::ReconcilerPlugin {
+    fn registration_status(&self) -> Option<&trellis::crd::ReconcilerPluginStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// Waits until the registration's `Ready` condition is `status` with
+/// `reason`; returns its message.
+pub async fn registration_ready_is<K: RegistrationObject>(
+    api: &Api<K>,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> String {
+    until(&format!("{name} to be {status} ({reason})"), SETTLE, || async {
+        let object = api.get(name).await.map_err(|e| e.to_string())?;
+        let ready = object
+            .registration_status()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .ok_or("no Ready condition yet")?;
+        if ready.status == status && ready.reason == reason {
+            Ok(ready.message.clone())
+        } else {
+            Err(format!("Ready={} {}: {}", ready.status, ready.reason, ready.message))
+        }
+    })
+    .await
+}

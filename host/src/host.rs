@@ -6,14 +6,16 @@
 
 use crate::controller::{PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
+use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, TenantCeilings};
 use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::Readiness;
 use kube::runtime::events::Reporter;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// What the host serves and how.
 #[derive(Debug, Clone)]
@@ -99,58 +101,79 @@ pub async fn run_host(
         plugin_accounts: options.plugin_accounts.clone(),
         service_account_consent: options.service_account_consent,
     };
-    let elector = options.leader.clone().map(|o| LeaderElector::new(client, o));
-    let renew_every = options.leader.as_ref().map_or(options.poll, LeaderOptions::renew_every);
-    let lease_duration = options.leader.as_ref().map(|o| o.lease_duration);
-    tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = elector.is_some(), "trellis host starting");
-
-    let mut registry: Option<Registry> = None;
-    let mut last_renewed = Instant::now();
-    let mut sync_tick = tokio::time::interval(options.poll);
-    let mut lease_tick = tokio::time::interval(renew_every);
+    tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = options.leader.is_some(), "trellis host starting");
+    let leadership = options
+        .leader
+        .clone()
+        .map(|o| Leadership::spawn(LeaderElector::new(client, o)));
+    // Without leader election this replica always leads.
+    let (_always, always_leading) = watch::channel(true);
+    let mut leading = leadership.as_ref().map_or(always_leading, |l| l.leading.clone());
+    let mut registry: Option<JoinHandle<()>> = None;
+    // Whether the first election round has been decided (the channel's
+    // first value is only a placeholder).
+    let mut decided = leadership.is_none();
     loop {
-        tokio::select! {
-            _ = lease_tick.tick(), if elector.is_some() => {
-                let elector = elector.as_ref().expect("guarded by the select");
-                match elector.try_acquire_or_renew().await {
-                    Ok(true) => {
-                        last_renewed = Instant::now();
-                        if registry.is_none() {
-                            tracing::info!("leading: starting controllers");
-                            registry = Some(Registry::new(runtime.clone(), shared.clone(), &options.plugins_dir, options.limits, options.tenant_ceilings));
-                        }
-                    }
-                    Ok(false) => {
-                        if registry.take().is_some() {
-                            tracing::warn!("lost the leader lease: controllers stopped");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not renew the leader lease");
-                        if registry.is_some() && lease_duration.is_some_and(|d| last_renewed.elapsed() > d) {
-                            registry = None;
-                            tracing::warn!("leader lease expired: controllers stopped");
-                        }
-                    }
-                }
+        let lead = *leading.borrow_and_update();
+        if lead && registry.is_none() {
+            tracing::info!("leading: starting controllers");
+            registry = Some(tokio::spawn(keep_registry(
+                Registry::new(
+                    runtime.clone(),
+                    shared.clone(),
+                    &options.plugins_dir,
+                    options.limits,
+                    options.tenant_ceilings,
+                ),
+                options.poll,
+                ready.clone(),
+            )));
+        } else if !lead {
+            if let Some(task) = registry.take() {
+                stop_registry(task).await;
+                tracing::warn!("not leading: controllers stopped");
+            }
+            if decided {
+                // A follower is ready once it knows it follows.
                 ready.set_ready();
             }
-            _ = sync_tick.tick() => {
-                if elector.is_none() && registry.is_none() {
-                    registry = Some(Registry::new(runtime.clone(), shared.clone(), &options.plugins_dir, options.limits, options.tenant_ceilings));
+        }
+        tokio::select! {
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    break;
                 }
-                if let Some(registry) = registry.as_mut() {
-                    registry.sync().await;
-                    ready.set_ready();
-                }
+                decided = true;
             }
             _ = shutdown.changed() => break,
         }
     }
     tracing::info!("shutting down");
-    drop(registry);
-    if let Some(elector) = elector {
-        elector.release().await;
+    if let Some(task) = registry.take() {
+        stop_registry(task).await;
+    }
+    if let Some(leadership) = leadership {
+        leadership.release().await;
     }
     Ok(())
+}
+
+/// Brings the registry in line every `poll`, in a task of its own: a slow
+/// sync delays nothing else. Dropping the task drops the registry and so
+/// stops every controller.
+async fn keep_registry(mut registry: Registry, poll: Duration, ready: Readiness) {
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        registry.sync().await;
+        ready.set_ready();
+    }
+}
+
+/// Stops the registry's task and waits until it (and so every controller
+/// it ran) is dropped.
+async fn stop_registry(task: JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
 }

@@ -4,15 +4,19 @@
 //! up (graceful shutdown).
 //!
 //! Writes are guarded by the Lease's `resourceVersion`: of two replicas
-//! racing for an expired Lease, exactly one wins. (The leader election
+//! racing for an expired Lease, exactly one wins. As in client-go, a Lease
+//! is judged expired by this replica's own clock: by how long ago it saw the
+//! record last change, never by comparing the holder's `renewTime` with the
+//! local wall clock (the two clocks may disagree). (The leader election
 //! crates of the ecosystem are built on an older kube; this is the same
-//! algorithm as client-go's `leaderelection`, in a hundred lines.)
+//! algorithm as client-go's `leaderelection`.) [`crate::leadership`] runs it
+//! in a task of its own.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the Lease is and who we are.
 #[derive(Debug, Clone)]
@@ -28,10 +32,28 @@ pub struct LeaderOptions {
 }
 
 impl LeaderOptions {
-    /// How often the holder renews: a third of the duration.
-    pub fn renew_every(&self) -> Duration {
-        self.lease_duration / 3
+    /// How often every replica tries to acquire or renew: a seventh of the
+    /// duration (2 s of 15 s, as client-go's defaults), at least 200 ms.
+    pub fn retry_period(&self) -> Duration {
+        (self.lease_duration / 7).max(Duration::from_millis(200))
     }
+
+    /// How long the holder keeps leading without a successful renewal: two
+    /// thirds of the duration (10 s of 15 s). It stops its controllers then,
+    /// before any other replica can see the Lease expire.
+    pub fn renew_deadline(&self) -> Duration {
+        self.lease_duration * 2 / 3
+    }
+}
+
+/// The Lease record as this replica last saw it, and when it saw it change.
+#[derive(Debug, Clone, PartialEq)]
+struct Observed {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    acquire_time: Option<MicroTime>,
+    transitions: Option<i32>,
+    duration: Duration,
 }
 
 /// Why a round of election could not be decided.
@@ -47,6 +69,36 @@ pub struct LeaderError {
 pub struct LeaderElector {
     api: Api<Lease>,
     options: LeaderOptions,
+    observer: LeaseObserver,
+}
+
+/// Judges expiry as client-go does: by the local instant at which the
+/// record last changed.
+#[derive(Debug, Default)]
+struct LeaseObserver {
+    /// The record last seen and the local instant it was first seen.
+    observed: Option<(Observed, Instant)>,
+}
+
+impl LeaseObserver {
+    /// Notes the record of `spec`; returns whether it has stayed unchanged
+    /// for longer than its duration, by the local monotonic clock.
+    fn expired(&mut self, spec: &LeaseSpec) -> bool {
+        let record = Observed {
+            holder: spec.holder_identity.clone(),
+            renew_time: spec.renew_time.clone(),
+            acquire_time: spec.acquire_time.clone(),
+            transitions: spec.lease_transitions,
+            duration: Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15)),
+        };
+        match &self.observed {
+            Some((seen, since)) if *seen == record => since.elapsed() > record.duration,
+            _ => {
+                self.observed = Some((record, Instant::now()));
+                false
+            }
+        }
+    }
 }
 
 impl LeaderElector {
@@ -55,12 +107,18 @@ impl LeaderElector {
         Self {
             api: Api::namespaced(client, &options.namespace),
             options,
+            observer: LeaseObserver::default(),
         }
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &LeaderOptions {
+        &self.options
     }
 
     /// Takes the Lease if it is free or expired, renews it if it is ours.
     /// Returns whether we hold it now. A lost race is `Ok(false)`.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaderError> {
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaderError> {
         let now = jiff::Timestamp::now();
         let Some(lease) = self.api.get_opt(&self.options.name).await.map_err(|e| self.error(e))? else {
             let lease = Lease {
@@ -75,7 +133,8 @@ impl LeaderElector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
         let ours = holder == Some(self.options.identity.as_str());
-        if !ours && holder.is_some() && !expired(&spec, now) {
+        let expired = self.observer.expired(&spec);
+        if !ours && holder.is_some() && !expired {
             return Ok(false);
         }
         let (acquired, transitions) = if ours {
@@ -149,30 +208,31 @@ impl LeaderElector {
     }
 }
 
-/// Whether the holder has not renewed within the Lease's duration.
-fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let duration = jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    renewed.0 + duration < now
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_lease_expires_after_its_duration_without_renewal() {
-        let now = jiff::Timestamp::now();
-        let spec = |ago: i64| LeaseSpec {
+    fn a_lease_expires_by_the_local_clock_after_its_record_stops_changing() {
+        let mut observer = LeaseObserver::default();
+        // The holder's renewTime is far in the past by the local wall clock:
+        // that alone does not make the Lease expired.
+        let spec = |renewed: i64| LeaseSpec {
             holder_identity: Some("other".into()),
-            lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(now - jiff::SignedDuration::from_secs(ago))),
+            lease_duration_seconds: Some(1),
+            renew_time: Some(MicroTime(jiff::Timestamp::from_second(renewed).unwrap())),
             ..LeaseSpec::default()
         };
-        assert!(!expired(&spec(5), now));
-        assert!(expired(&spec(20), now));
-        assert!(expired(&LeaseSpec::default(), now));
+        assert!(!observer.expired(&spec(1_000)));
+        std::thread::sleep(Duration::from_millis(600));
+        // Renewed meanwhile: a new record, seen now.
+        assert!(!observer.expired(&spec(1_001)));
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(
+            !observer.expired(&spec(1_001)),
+            "1.2 s since the first look, but 0.6 s since the change"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(observer.expired(&spec(1_001)));
     }
 }

@@ -15,6 +15,7 @@ pub mod controller;
 pub mod crd;
 pub mod host;
 pub mod leader;
+pub mod leadership;
 pub mod metrics;
 pub mod pack;
 pub mod registry;

@@ -18,6 +18,14 @@ const RECONCILES: &str = r#"trellis_reconciles_total{plugin="msdeploy"}"#;
 const LEASE_DURATION: Duration = Duration::from_secs(4);
 
 async fn replica(ns: &TestNamespace, identity: &str) -> TestHost {
+    replica_with(ns, identity, |o| o).await
+}
+
+async fn replica_with(
+    ns: &TestNamespace,
+    identity: &str,
+    tune: impl FnOnce(trellis::host::HostOptions) -> trellis::host::HostOptions,
+) -> TestHost {
     let plugins = tempfile::tempdir().unwrap();
     add_plugin(plugins.path(), "trellis-plugin-msdeploy", "msdeploy.wasm");
     let leader = LeaderOptions {
@@ -28,7 +36,7 @@ async fn replica(ns: &TestNamespace, identity: &str) -> TestHost {
     };
     TestHost::start_in(ns, plugins, |mut o| {
         o.leader = Some(leader);
-        o
+        tune(o)
     })
     .await
 }
@@ -114,4 +122,134 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over() {
     set_image(&ns, "example/ms:3").await;
     eventually_image(&ns, "example/ms:3").await;
     assert!(counter(&c.metrics, RECONCILES) > 0.0);
+}
+
+/// `module` with a custom section appended: the same component, other
+/// bytes, so the host compiles it again (no cache hit).
+fn variant(module: &[u8], n: u64) -> Vec<u8> {
+    let name = b"trellis-test-variant";
+    let payload = n.to_le_bytes();
+    let mut section = vec![u8::try_from(name.len()).unwrap()];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = module.to_vec();
+    out.push(0); // custom section id
+    out.push(u8::try_from(section.len()).unwrap()); // its size (< 128: one LEB128 byte)
+    out.extend_from_slice(&section);
+    out
+}
+
+/// Writes `count` new variants of `module` into `dir` (replacing the last
+/// round's), so the next sync of the host over `dir` compiles each again.
+fn stall_next_sync(dir: &std::path::Path, module: &[u8], round: u64, count: u64) {
+    for i in 0..count {
+        let path = dir.join(format!("heavy-{i}.wasm"));
+        let partial = dir.join(format!(".heavy-{i}.partial"));
+        std::fs::write(&partial, variant(module, round * 1000 + i)).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+    }
+}
+
+/// Two replicas; every registry sync of the leader is stalled by slow
+/// compiles (modules replaced before each sync, each sync longer than the
+/// Lease), while the parent keeps changing: the Lease is renewed on its own
+/// task, so the other replica never takes over meanwhile, at no instant do
+/// both write, and when the leader stops the other takes over after it.
+#[tokio::test]
+async fn a_stalled_registry_sync_never_makes_two_writers() {
+    let ns = TestNamespace::create("stalled").await;
+    install_msdeploy_crd(&ns.client()).await;
+    let heavy = trellis::testing::guest_bytes("trellis-plugin-redis");
+    // A module cache of its own each, so every compile counts as a miss.
+    let (cache_a, cache_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_cache = |dir: &tempfile::TempDir| {
+        let dir = dir.path().to_owned();
+        move |mut o: trellis::host::HostOptions| {
+            o.module_cache_dir = Some(dir);
+            o
+        }
+    };
+    let a = replica_with(&ns, "stalled-a", with_cache(&cache_a)).await;
+    eventually_held_by(&ns, "stalled-a").await;
+    let b = replica_with(&ns, "stalled-b", with_cache(&cache_b)).await;
+    set_image(&ns, "example/ms:0").await;
+    eventually_image(&ns, "example/ms:0").await;
+
+    // Who wrote, sampled every 50 ms: (time, replica, applies since the last sample).
+    let applied = r#"trellis_writes_total{plugin="msdeploy",write="applied"}"#;
+    let compiles = r#"trellis_module_cache_compiles{result="miss"}"#;
+    let started = Instant::now();
+    let (mut last_a, mut last_b) = (counter(&a.metrics, applied), counter(&b.metrics, applied));
+    let mut writes: Vec<(Duration, &str, f64)> = Vec::new();
+    let mut both_wrote = Vec::new();
+    let mut round = 0;
+    let mut a = Some(a);
+    let mut a_stopped_at = None;
+    let mut compiled_by_a = 0.0;
+    while started.elapsed() < Duration::from_secs(24) {
+        if round % 10 == 0 {
+            // Every half second: the parent changes, and the leader's folder
+            // gets modules that take its next sync seconds to compile (the
+            // other replica's syncs stay fast).
+            set_image(&ns, &format!("example/ms:{}", round / 10 + 1)).await;
+            if let Some(a) = &a {
+                stall_next_sync(a.plugins_dir.path(), &heavy, round, 3);
+            }
+        }
+        if round == 240 {
+            // Halfway: the leader stops; the other must take over.
+            let leader = a.take().unwrap();
+            compiled_by_a = counter(&leader.metrics, compiles);
+            let _ = leader.stop().await;
+            a_stopped_at = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        round += 1;
+        let now_a = a.as_ref().map_or(last_a, |a| counter(&a.metrics, applied));
+        let now_b = counter(&b.metrics, applied);
+        let at = started.elapsed();
+        if now_a > last_a {
+            writes.push((at, "stalled-a", now_a - last_a));
+        }
+        if now_b > last_b {
+            writes.push((at, "stalled-b", now_b - last_b));
+        }
+        if now_a > last_a && now_b > last_b {
+            both_wrote.push(at);
+        }
+        (last_a, last_b) = (now_a, now_b);
+    }
+    for (at, replica, n) in &writes {
+        eprintln!(
+            "{:>6.2} s  {replica}  {n} applies (field manager trellis/msdeploy)",
+            at.as_secs_f64()
+        );
+    }
+    assert!(both_wrote.is_empty(), "both replicas wrote at {both_wrote:?}");
+    let a_stopped_at = a_stopped_at.unwrap();
+    let last_a_write = writes.iter().filter(|w| w.1 == "stalled-a").map(|w| w.0).max();
+    let first_b_write = writes.iter().filter(|w| w.1 == "stalled-b").map(|w| w.0).min();
+    assert!(last_a_write.is_some(), "the leader never wrote during the stalls");
+    assert!(
+        last_a_write.unwrap() <= a_stopped_at && first_b_write.is_some_and(|b| b > a_stopped_at),
+        "the follower wrote while the leader led: a last {last_a_write:?}, b first {first_b_write:?}, a stopped at {a_stopped_at:?}"
+    );
+    // The stall was real: syncs compiled three modules each, ~1.5 s apiece.
+    eprintln!("compiles while leading: stalled-a {compiled_by_a}");
+    assert!(
+        compiled_by_a >= 6.0,
+        "the leader's syncs were not stalled by compiles ({compiled_by_a})"
+    );
+    eventually_held_by(&ns, "stalled-b").await;
+    let deployment = ns.api::<Deployment>().get(NAME).await.unwrap();
+    let managers: Vec<_> = deployment
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| f.manager)
+        .filter(|m| m.starts_with("trellis"))
+        .collect();
+    assert_eq!(managers, ["trellis/msdeploy"], "field managers of the Deployment");
+    let _ = b.stop().await;
 }

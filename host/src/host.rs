@@ -109,7 +109,7 @@ pub async fn run_host(
     // Without leader election this replica always leads.
     let (_always, always_leading) = watch::channel(true);
     let mut leading = leadership.as_ref().map_or(always_leading, |l| l.leading.clone());
-    let mut registry: Option<JoinHandle<()>> = None;
+    let mut registry: Option<RegistryTask> = None;
     // Whether the first election round has been decided (the channel's
     // first value is only a placeholder).
     let mut decided = leadership.is_none();
@@ -117,7 +117,8 @@ pub async fn run_host(
         let lead = *leading.borrow_and_update();
         if lead && registry.is_none() {
             tracing::info!("leading: starting controllers");
-            registry = Some(tokio::spawn(keep_registry(
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(keep_registry(
                 Registry::new(
                     runtime.clone(),
                     shared.clone(),
@@ -127,10 +128,14 @@ pub async fn run_host(
                 ),
                 options.poll,
                 ready.clone(),
-            )));
+                stopped,
+            ));
+            registry = Some(RegistryTask { task, stop });
         } else if !lead {
             if let Some(task) = registry.take() {
-                stop_registry(task).await;
+                // Another replica may lead soon: stop now, not gracefully.
+                task.task.abort();
+                let _ = task.task.await;
                 tracing::warn!("not leading: controllers stopped");
             }
             if decided {
@@ -149,8 +154,15 @@ pub async fn run_host(
         }
     }
     tracing::info!("shutting down");
-    if let Some(task) = registry.take() {
-        stop_registry(task).await;
+    if let Some(registry) = registry.take() {
+        // Reconciles in flight finish their writes; then the Lease goes.
+        let _ = registry.stop.send(true);
+        if tokio::time::timeout(GRACEFUL_SHUTDOWN + Duration::from_secs(5), registry.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the registry did not stop in time");
+        }
     }
     if let Some(leadership) = leadership {
         leadership.release().await;
@@ -158,22 +170,30 @@ pub async fn run_host(
     Ok(())
 }
 
+/// How long reconciles in flight may take to finish at shutdown.
+const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);
+
+/// The registry's task, and how to ask it to stop gracefully.
+struct RegistryTask {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
 /// Brings the registry in line every `poll`, in a task of its own: a slow
-/// sync delays nothing else. Dropping the task drops the registry and so
-/// stops every controller.
-async fn keep_registry(mut registry: Registry, poll: Duration, ready: Readiness) {
+/// sync delays nothing else. Aborting the task drops the registry and so
+/// stops every controller at once; `stop` stops them gracefully.
+async fn keep_registry(mut registry: Registry, poll: Duration, ready: Readiness, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        registry.sync().await;
-        ready.set_ready();
+        tokio::select! {
+            () = async {
+                tick.tick().await;
+                registry.sync().await;
+                ready.set_ready();
+            } => {}
+            _ = stop.changed() => break,
+        }
     }
-}
-
-/// Stops the registry's task and waits until it (and so every controller
-/// it ran) is dropped.
-async fn stop_registry(task: JoinHandle<()>) {
-    task.abort();
-    let _ = task.await;
+    registry.shut_down(GRACEFUL_SHUTDOWN).await;
 }

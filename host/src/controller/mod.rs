@@ -248,6 +248,8 @@ pub struct KindController {
     name_watches: Vec<JoinHandle<()>>,
     /// Asks for a reconcile of every parent (after a module swap).
     reconcile_all: tokio::sync::mpsc::UnboundedSender<()>,
+    /// Starts a graceful shutdown: no new reconciles, running ones finish.
+    graceful: tokio::sync::watch::Sender<bool>,
 }
 
 impl KindController {
@@ -374,6 +376,7 @@ impl KindController {
             .max_concurrent_reconciles
             .map_or(context.shared.concurrency, |c| c.min(context.shared.concurrency));
         let ctx = context.clone();
+        let (graceful, mut shutting_down) = tokio::sync::watch::channel(false);
         let (reconcile_all, requests) = tokio::sync::mpsc::unbounded_channel();
         let controller = controller.reconcile_all_on(futures::stream::unfold(requests, |mut requests| async move {
             requests.recv().await.map(|()| ((), requests))
@@ -382,6 +385,9 @@ impl KindController {
             tracing::info!(plugin = %name, "controller started");
             controller
                 .with_config(controller::Config::default().concurrency(concurrency))
+                .graceful_shutdown_on(async move {
+                    let _ = shutting_down.changed().await;
+                })
                 .run(reconcile::reconcile, reconcile::error_policy, ctx)
                 .for_each(|result| async move {
                     if let Err(e) = result {
@@ -395,6 +401,7 @@ impl KindController {
             task,
             name_watches,
             reconcile_all,
+            graceful,
         })
     }
 
@@ -410,9 +417,20 @@ impl KindController {
         self.context.registration()
     }
 
-    /// Stops watching and reconciling.
+    /// Stops watching and reconciling at once (reconciles in flight are
+    /// dropped at their next await).
     pub fn stop(self) {
         drop(self);
+    }
+
+    /// Stops gracefully: no new reconciles start, and those running finish
+    /// their writes, for at most `within`; then stops.
+    pub async fn shut_down(mut self, within: Duration) {
+        let _ = self.graceful.send(true);
+        let name = self.context.registration().name.clone();
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            tracing::warn!(plugin = %name, within = ?within, "reconciles still running at shutdown: stopped");
+        }
     }
 }
 

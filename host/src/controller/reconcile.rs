@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 /// Requeue while a plugin has not finished finalizing and named no time.
 const FINALIZE_POLL: Duration = Duration::from_secs(5);
-/// Longest one reconcile may take beyond its plugin's deadline (API calls
-/// included). A reconcile stuck past it (a request that never answers) is
-/// abandoned and retried, so it cannot hold one of the plugin's workers.
+/// Longest a plugin call may take beyond its plugin's deadline, waiting for
+/// a call slot included. The deadline bounds the call only: once the writes
+/// have begun they run to the end (each request bounded by the client's own
+/// timeouts), so a reconcile is never cut off with its children half applied.
 const RECONCILE_GRACE: Duration = Duration::from_secs(20);
 
 /// Why a reconcile failed; the controller retries with per-object backoff.
@@ -65,10 +66,7 @@ pub async fn reconcile(object: Arc<ParentObject>, ctx: Arc<Context>) -> Result<A
     let parent = object.value();
     let parent_ref = ParentRef::of(&parent).ok_or(ReconcileError::NoIdentity)?;
     let key = key(&parent_ref);
-    let deadline = registration.plugin.limits().timeout + RECONCILE_GRACE;
-    let outcome = tokio::time::timeout(deadline, run(&ctx, &registration, &parent, &object.text, &parent_ref))
-        .await
-        .unwrap_or(Err(ReconcileError::Deadline(deadline)));
+    let outcome = run(&ctx, &registration, &parent, &object.text, &parent_ref).await;
     match outcome {
         Ok(action) => {
             ctx.backoff.succeeded(&key);
@@ -194,7 +192,9 @@ async fn finalize(
     Ok(Action::requeue(desired.requeue_after.unwrap_or(FINALIZE_POLL)))
 }
 
-/// Calls the plugin on a blocking thread and records its latency.
+/// Calls the plugin on a blocking thread and records its latency; waiting
+/// for a call slot and the call together take at most the plugin's deadline
+/// plus [`RECONCILE_GRACE`].
 async fn call_plugin(
     ctx: &Context,
     registration: &Registration,
@@ -215,21 +215,28 @@ async fn call_plugin(
         finalizing,
     };
     let plugin = registration.plugin.clone();
-    let permit = ctx
-        .plugin_calls
-        .clone()
-        .acquire_owned()
+    let deadline = plugin.limits().timeout + RECONCILE_GRACE;
+    let call = async {
+        let permit = ctx
+            .plugin_calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let started = Instant::now();
+        // The call itself stops at the plugin's own deadline (epochs).
+        let result = tokio::task::spawn_blocking(move || {
+            let desired = plugin.reconcile(&request);
+            drop(permit);
+            desired
+        })
+        .await?;
+        ctx.shared.metrics.plugin_called(&registration.name, started.elapsed());
+        Ok(result?)
+    };
+    tokio::time::timeout(deadline, call)
         .await
-        .expect("the semaphore is never closed");
-    let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || {
-        let desired = plugin.reconcile(&request);
-        drop(permit);
-        desired
-    })
-    .await?;
-    ctx.shared.metrics.plugin_called(&registration.name, started.elapsed());
-    Ok(result?)
+        .unwrap_or(Err(ReconcileError::Deadline(deadline)))
 }
 
 async fn publish_events(ctx: &Context, desired: &Desired, parent: &Value) {

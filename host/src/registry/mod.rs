@@ -102,6 +102,13 @@ impl Registry {
         }
     }
 
+    /// Stops every controller gracefully (see [`KindController::shut_down`]),
+    /// all at once, for at most `within`.
+    pub async fn shut_down(&mut self, within: std::time::Duration) {
+        let running = std::mem::take(&mut self.running);
+        futures::future::join_all(running.into_values().map(|c| c.shut_down(within))).await;
+    }
+
     /// Parent kinds with a running controller.
     pub fn running_kinds(&self) -> Vec<KindRef> {
         self.running.keys().map(|(kind, _)| kind.clone()).collect()

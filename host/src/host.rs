@@ -4,7 +4,7 @@
 //! leads. Tests run it in-process against a test control plane; `trellis
 //! run` wraps it with signals and the metrics server.
 
-use crate::controller::{PluginAccounts, Shared};
+use crate::controller::{CallGate, PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
@@ -48,6 +48,19 @@ pub struct HostOptions {
     /// Tenants' ServiceAccounts must name the registrations that act as them
     /// (annotation `trellis.dev/allowed-registrations`).
     pub service_account_consent: bool,
+    /// Plugin calls executing at once, host-wide, shared in turn by the
+    /// registrations.
+    pub call_slots: usize,
+    /// The memory limits of the calls executing at once add up to at most
+    /// this, in MiB.
+    pub memory_budget_mib: u32,
+    /// How long a call waits for memory before it fails.
+    pub memory_wait: Duration,
+}
+
+/// Plugin calls executing at once by default: twice the cores.
+pub fn default_call_slots() -> usize {
+    2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 impl HostOptions {
@@ -70,6 +83,9 @@ impl HostOptions {
             },
             tenant_ceilings: TenantCeilings::default(),
             service_account_consent: false,
+            call_slots: default_call_slots(),
+            memory_budget_mib: crate::memory::default_budget_mib(),
+            memory_wait: Duration::from_secs(10),
         }
     }
 }
@@ -83,8 +99,10 @@ pub async fn run_host(
     ready: Readiness,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RuntimeError> {
+    // Every call holds a slot, so the pool never runs out of instances.
+    let slots = options.call_slots.max(1);
     let runtime = Runtime::new(RuntimeConfig {
-        max_instances: u32::from(options.concurrency).saturating_mul(4).max(16),
+        max_instances: u32::try_from(slots).unwrap_or(u32::MAX).max(16),
         module_cache_dir: options.module_cache_dir.clone(),
         ..RuntimeConfig::default()
     })?;
@@ -100,8 +118,9 @@ pub async fn run_host(
         client_config: options.client_config.clone(),
         plugin_accounts: options.plugin_accounts.clone(),
         service_account_consent: options.service_account_consent,
+        calls: CallGate::new(slots, options.memory_budget_mib, options.memory_wait),
     };
-    tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = options.leader.is_some(), "trellis host starting");
+    tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = options.leader.is_some(), call_slots = slots, memory_budget_mib = options.memory_budget_mib, "trellis host starting");
     let leadership = options
         .leader
         .clone()

@@ -16,6 +16,7 @@ pub mod crd;
 pub mod host;
 pub mod leader;
 pub mod leadership;
+pub mod memory;
 pub mod metrics;
 pub mod pack;
 pub mod registry;

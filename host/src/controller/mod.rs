@@ -16,6 +16,7 @@
 mod apply;
 mod backoff;
 pub mod children;
+mod gate;
 mod identity;
 mod index;
 mod kinds;
@@ -23,6 +24,7 @@ mod names;
 mod parent;
 mod reconcile;
 
+pub use gate::{CallGate, GateError};
 pub use identity::{ALLOWED_REGISTRATIONS, Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};
 pub use kinds::{KindError, ServedKind, resolve};
 
@@ -115,6 +117,8 @@ pub struct Shared {
     /// A tenant's ServiceAccount serves only the registrations its
     /// [`ALLOWED_REGISTRATIONS`] annotation names.
     pub service_account_consent: bool,
+    /// Admits every plugin call: slots in turn, and the memory budget.
+    pub calls: CallGate,
 }
 
 impl Shared {
@@ -191,10 +195,6 @@ pub(crate) struct Context {
     /// The status last written per parent uid, until the parent cache shows
     /// it (see [`WrittenStatus`]).
     written_status: Arc<Mutex<HashMap<String, WrittenStatus>>>,
-    /// Calls into the plugin running at once: no more than the host has
-    /// CPUs. A call is CPU work, so more at once only queue for the CPUs,
-    /// and each holds a sandbox whose memory stays resident in the pool.
-    plugin_calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// A kind the plugin emits: its cache, and the names other objects of it take.
@@ -365,9 +365,6 @@ impl KindController {
             related: related_indexes,
             shared,
             written_status,
-            plugin_calls: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            )),
         });
         // Each plugin has its own queue and its own share of workers: one
         // plugin's slow or failing reconciles never hold another's.

@@ -6,7 +6,7 @@ use super::apply::{self, ApplyError};
 use super::children::ParentRef;
 use super::index::CachedObject;
 use super::parent::ParentObject;
-use super::{Context, FINALIZER, Registration};
+use super::{Context, FINALIZER, GateError, Registration};
 use crate::runtime::{Desired, PluginFailure, ReconcileRequest, RuntimeError};
 use crate::status;
 use kube::runtime::controller::Action;
@@ -34,8 +34,10 @@ pub enum ReconcileError {
     Join(#[from] tokio::task::JoinError),
     #[error("the parent has no name or uid")]
     NoIdentity,
-    #[error("the reconcile did not finish within {0:?}; abandoned, to be retried")]
+    #[error("the plugin call did not finish within {0:?}; abandoned, to be retried")]
     Deadline(Duration),
+    #[error(transparent)]
+    Gate(#[from] GateError),
 }
 
 impl ReconcileError {
@@ -47,6 +49,8 @@ impl ReconcileError {
             Self::Join(_) => "PluginTaskFailed".to_owned(),
             Self::NoIdentity => "NoIdentity".to_owned(),
             Self::Deadline(_) => "ReconcileDeadline".to_owned(),
+            Self::Gate(GateError::MemoryBudget { .. }) => "MemoryBudgetExhausted".to_owned(),
+            Self::Gate(GateError::AboveBudget { .. }) => "LimitAboveMemoryBudget".to_owned(),
         }
     }
 }
@@ -218,11 +222,10 @@ async fn call_plugin(
     let deadline = plugin.limits().timeout + RECONCILE_GRACE;
     let call = async {
         let permit = ctx
-            .plugin_calls
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+            .shared
+            .calls
+            .enter(&registration.name, plugin.limits().memory_bytes)
+            .await?;
         let started = Instant::now();
         // The call itself stops at the plugin's own deadline (epochs).
         let result = tokio::task::spawn_blocking(move || {

@@ -6,7 +6,8 @@
 //! namespace holds a ConfigMap (`kube-root-ca.crt`), so a host that served
 //! it with broad rights would write Pods into kube-system. Then a tenant
 //! asks for more memory than the platform's ceiling, and for a
-//! ServiceAccount that has not consented to it.
+//! ServiceAccount that has not consented to it; and a tenant's memory bombs
+//! stay within the host's memory budget.
 
 mod common;
 
@@ -26,6 +27,9 @@ use trellis_testenv::wait::{crd_from_yaml, install_crd};
 /// kube-system's `kube-root-ca.crt`.
 const MODULE: &str = "pod-from-configmap.wasm";
 const KUBE_SYSTEM_POD: &str = "kube-root-ca-crt-pod";
+/// The host's memory budget for plugin calls, and what it keeps beside it.
+const MEMORY_BUDGET_MIB: u32 = 512;
+const RESERVE_MIB: u64 = trellis::memory::RESERVE_MIB as u64;
 
 /// A ServiceAccount `namespace/name` and a ClusterRole (bound cluster-wide) with `rules`.
 async fn service_account_with(admin: &kube::Client, namespace: &str, name: &str, rules: Value) {
@@ -118,6 +122,7 @@ async fn no_plugin_acts_beyond_its_own_identity() {
     let host = TestHost::start_with_client(host_client, plugins, |mut o| {
         o.client_config = Some(host_config);
         o.service_account_consent = true;
+        o.memory_budget_mib = MEMORY_BUDGET_MIB;
         o
     })
     .await;
@@ -185,13 +190,104 @@ async fn no_plugin_acts_beyond_its_own_identity() {
         .await
         .unwrap();
 
-    tenant_ceiling_and_consent(&admin).await;
+    let team = tenant_ceiling_and_consent(&admin).await;
+    memory_bombs_stay_within_the_budget(&admin, &team).await;
     host.stop().await;
+}
+
+/// This process's resident memory now and at its peak, in MiB (the host runs in it).
+fn rss_mib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map(|kib| kib >> 10)
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// (c) Eight parents of a plugin that allocates until its 256 MiB limit,
+/// over and over: the calls at once are bounded by the 512 MiB budget (two,
+/// where the four call slots alone would allow 1 GiB), and the other tenant
+/// is still served.
+async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team: &TestNamespace) {
+    install_crd(admin, &crd_from_yaml(HOSTILE_CRD)).await;
+    let bombers = TestNamespace::create("bombers").await;
+    let rbac = format!(
+        "{}\n---\n{}\n---\n{}",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bomber", "namespace": bombers.name(),
+            "annotations": {"trellis.dev/allowed-registrations": "*"}}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "bomber", "namespace": bombers.name()},
+            "rules": [
+                {"apiGroups": ["test.trellis.dev"], "resources": ["hostiles", "hostiles/status"], "verbs": ["get", "list", "watch", "patch", "update"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+            ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "bomber", "namespace": bombers.name()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bomber"},
+            "subjects": [{"kind": "ServiceAccount", "name": "bomber", "namespace": bombers.name()}]}),
+    );
+    apply_yaml_stream(admin, &rbac).await;
+    let packed = pack(&PackInput {
+        module: trellis::testing::guest_module("trellis-test-hostile"),
+        name: "bomber".into(),
+        namespace: bombers.name().into(),
+        service_account: Some("bomber".into()),
+        gzip: false,
+    })
+    .expect("the module packs");
+    apply_yaml_stream(admin, &packed).await;
+    let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), bombers.name());
+    let narrowed = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {
+        "children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "related": [],
+        "limits": {"memoryMib": 256, "timeoutMs": 5000, "maxConcurrentReconciles": 8}}});
+    registrations
+        .patch("bomber", &PatchParams::apply("bombers"), &Patch::Apply(narrowed))
+        .await
+        .unwrap();
+    tenant_registration_is(&bombers, "bomber", "True", "Serving").await;
+
+    let (before, _) = rss_mib();
+    let hostiles = hostile_api(&bombers);
+    for i in 0..8 {
+        let name = format!("bomb-{i}");
+        hostiles
+            .patch(&name, &PatchParams::apply("bombers"), &Patch::Apply(&hostile(&name, "alloc-bomb")))
+            .await
+            .unwrap();
+    }
+    for i in 0..8 {
+        eventually_ready_is(&hostiles, &format!("bomb-{i}"), "False", "PluginMemoryLimit").await;
+    }
+    // Keep bombing (the parents are retried with backoff) while the other
+    // tenant creates a parent: it is served.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let greeters = dynamic_api(greeter_team, "test.trellis.dev", "v1", "Greeter");
+    apply_as_user(
+        &greeters,
+        &json!({"apiVersion": "test.trellis.dev/v1", "kind": "Greeter", "metadata": {"name": "during-bombs"}}),
+    )
+    .await;
+    eventually_exists(&greeter_team.api::<k8s_openapi::api::core::v1::ConfigMap>(), "during-bombs-greeting").await;
+    let (_, peak) = rss_mib();
+    eprintln!(
+        "resident memory: {before} MiB before the bombs, peak {peak} MiB (budget {MEMORY_BUDGET_MIB} MiB + reserve {RESERVE_MIB} MiB)"
+    );
+    assert!(
+        peak <= before + u64::from(MEMORY_BUDGET_MIB) + RESERVE_MIB,
+        "peak {peak} MiB, from {before} MiB before the bombs: above the budget and reserve"
+    );
+    for i in 0..8 {
+        hostiles.delete(&format!("bomb-{i}"), &Default::default()).await.unwrap();
+    }
 }
 
 /// A tenant registration asking for 1 GiB is refused (`LimitAboveCeiling`);
 /// within the ceiling, it serves only once its ServiceAccount consents.
-async fn tenant_ceiling_and_consent(admin: &kube::Client) {
+async fn tenant_ceiling_and_consent(admin: &kube::Client) -> TestNamespace {
     install_crd(admin, &crd_from_yaml(GREETER_CRD)).await;
     let team = TestNamespace::create("team").await;
     let rbac = format!(
@@ -256,4 +352,5 @@ async fn tenant_ceiling_and_consent(admin: &kube::Client) {
         .unwrap();
     tenant_registration_is(&team, "greeter", "True", "Serving").await;
     eventually_exists(&team.api::<k8s_openapi::api::core::v1::ConfigMap>(), "hi-greeting").await;
+    team
 }

@@ -191,8 +191,70 @@ async fn no_plugin_acts_beyond_its_own_identity() {
         .unwrap();
 
     let team = tenant_ceiling_and_consent(&admin).await;
-    memory_bombs_stay_within_the_budget(&admin, &team).await;
+    let bombers = memory_bombs_stay_within_the_budget(&admin, &team).await;
+    floods_are_capped(&host.metrics, &bombers).await;
     host.stop().await;
+}
+
+/// (f) 32 parents whose plugin asks for 2,000 events and a requeue after 0 s
+/// on every reconcile: at most 10 events are written per reconcile (the rest
+/// counted as dropped), and each parent is reconciled at most once a second.
+async fn floods_are_capped(metrics: &trellis::metrics::Metrics, ns: &TestNamespace) {
+    let hostiles = hostile_api(ns);
+    let plugin = format!("{}.bomber", ns.name());
+    let reconciles = format!("trellis_reconciles_total{{plugin=\"{plugin}\"}}");
+    let dropped = format!("trellis_events_dropped_total{{plugin=\"{plugin}\"}}");
+    for i in 0..32 {
+        let name = format!("flood-{i}");
+        hostiles
+            .patch(
+                &name,
+                &PatchParams::apply("bombers"),
+                &Patch::Apply(&hostile(&name, "event-flood")),
+            )
+            .await
+            .unwrap();
+    }
+    // After the first reconciles (and the finalizer's), 8 s of flooding.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = counter(metrics, &reconciles);
+    let dropped_before = counter(metrics, &dropped);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let ran = counter(metrics, &reconciles) - before;
+    let seconds = started.elapsed().as_secs_f64();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ns.client(), ns.name());
+    let written = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Flood"))
+        .count();
+    let dropped = counter(metrics, &dropped) - dropped_before;
+    eprintln!("flood: {ran} reconciles of 32 parents in {seconds:.1} s, {written} events written, {dropped} dropped");
+    assert!(ran >= 32.0, "the flooding parents were not reconciled ({ran})");
+    // One a second per parent at most, plus the first.
+    assert!(
+        ran <= 32.0 * (seconds + 1.0),
+        "{ran} reconciles in {seconds:.1} s: the requeue floor did not hold"
+    );
+    let all_reconciles = counter(metrics, &reconciles);
+    assert!(
+        written as f64 <= 10.0 * all_reconciles,
+        "{written} events for {all_reconciles} reconciles: above the cap of 10"
+    );
+    assert!(
+        dropped >= (2000.0 - 10.0) * ran - 0.5,
+        "dropped events not counted: {dropped}"
+    );
+    for i in 0..32 {
+        hostiles
+            .delete(&format!("flood-{i}"), &Default::default())
+            .await
+            .unwrap();
+    }
 }
 
 /// This process's resident memory now and at its peak, in MiB (the host runs in it).
@@ -214,7 +276,7 @@ fn rss_mib() -> (u64, u64) {
 /// over and over: the calls at once are bounded by the 512 MiB budget (two,
 /// where the four call slots alone would allow 1 GiB), and the other tenant
 /// is still served.
-async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team: &TestNamespace) {
+async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team: &TestNamespace) -> TestNamespace {
     install_crd(admin, &crd_from_yaml(HOSTILE_CRD)).await;
     let bombers = TestNamespace::create("bombers").await;
     let rbac = format!(
@@ -222,10 +284,10 @@ async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team:
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bomber", "namespace": bombers.name(),
             "annotations": {"trellis.dev/allowed-registrations": "*"}}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "bomber", "namespace": bombers.name()},
-            "rules": [
-                {"apiGroups": ["test.trellis.dev"], "resources": ["hostiles", "hostiles/status"], "verbs": ["get", "list", "watch", "patch", "update"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-            ]}),
+        "rules": [
+            {"apiGroups": ["test.trellis.dev"], "resources": ["hostiles", "hostiles/status"], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "bomber", "namespace": bombers.name()},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bomber"},
             "subjects": [{"kind": "ServiceAccount", "name": "bomber", "namespace": bombers.name()}]}),
@@ -255,7 +317,11 @@ async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team:
     for i in 0..8 {
         let name = format!("bomb-{i}");
         hostiles
-            .patch(&name, &PatchParams::apply("bombers"), &Patch::Apply(&hostile(&name, "alloc-bomb")))
+            .patch(
+                &name,
+                &PatchParams::apply("bombers"),
+                &Patch::Apply(&hostile(&name, "alloc-bomb")),
+            )
             .await
             .unwrap();
     }
@@ -271,7 +337,11 @@ async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team:
         &json!({"apiVersion": "test.trellis.dev/v1", "kind": "Greeter", "metadata": {"name": "during-bombs"}}),
     )
     .await;
-    eventually_exists(&greeter_team.api::<k8s_openapi::api::core::v1::ConfigMap>(), "during-bombs-greeting").await;
+    eventually_exists(
+        &greeter_team.api::<k8s_openapi::api::core::v1::ConfigMap>(),
+        "during-bombs-greeting",
+    )
+    .await;
     let (_, peak) = rss_mib();
     eprintln!(
         "resident memory: {before} MiB before the bombs, peak {peak} MiB (budget {MEMORY_BUDGET_MIB} MiB + reserve {RESERVE_MIB} MiB)"
@@ -280,9 +350,20 @@ async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team:
         peak <= before + u64::from(MEMORY_BUDGET_MIB) + RESERVE_MIB,
         "peak {peak} MiB, from {before} MiB before the bombs: above the budget and reserve"
     );
+    // Released (the plugin's finalizer lets go) and deleted.
+    let release = json!({"metadata": {"annotations": {"test.trellis.dev/release": "yes"}}});
     for i in 0..8 {
-        hostiles.delete(&format!("bomb-{i}"), &Default::default()).await.unwrap();
+        let name = format!("bomb-{i}");
+        hostiles
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&release))
+            .await
+            .unwrap();
+        hostiles.delete(&name, &Default::default()).await.unwrap();
     }
+    for i in 0..8 {
+        eventually_gone(&hostiles, &format!("bomb-{i}")).await;
+    }
+    bombers
 }
 
 /// A tenant registration asking for 1 GiB is refused (`LimitAboveCeiling`);

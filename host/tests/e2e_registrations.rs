@@ -155,6 +155,50 @@ async fn registrations_and_failing_plugins() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let after = registration_lists(&client).await;
     assert_eq!(after, before, "the registry listed registrations while syncing");
+
+    // (g) A registration that put finalizers on parents is deleted: the
+    // parents are released, so they and their namespace can be deleted.
+    apply_as_user(&hostiles, &hostile("kept", "ok")).await;
+    let has_host_finalizer = |object: &kube::api::DynamicObject| {
+        object
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "trellis.dev/finalizer"))
+    };
+    until("the finalizer on kept", SETTLE, || async {
+        let kept = hostiles.get("kept").await.map_err(|e| e.to_string())?;
+        has_host_finalizer(&kept)
+            .then_some(())
+            .ok_or_else(|| "no finalizer yet".to_owned())
+    })
+    .await;
+    let registration = registrations.get("hostile-narrowed").await.unwrap();
+    assert!(
+        registration
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"trellis.dev/release-parents".to_owned()),
+        "the serving registration carries the registry's finalizer"
+    );
+    registrations
+        .delete("hostile-narrowed", &Default::default())
+        .await
+        .unwrap();
+    eventually_gone(&registrations, "hostile-narrowed").await;
+    let kept = hostiles.get("kept").await.unwrap();
+    assert!(
+        !has_host_finalizer(&kept),
+        "the parent kept the host's finalizer: {:?}",
+        kept.metadata.finalizers
+    );
+    hostiles.delete("kept", &Default::default()).await.unwrap();
+    eventually_gone(&hostiles, "kept").await;
+    // Trapper and looper carried the finalizer too: released, the namespace goes.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces.delete(ns.name(), &Default::default()).await.unwrap();
+    eventually_gone(&namespaces, ns.name()).await;
 }
 
 /// LISTs of either registration kind the apiserver has answered with 200,

@@ -23,6 +23,7 @@ mod kinds;
 mod names;
 mod parent;
 mod reconcile;
+mod release;
 
 pub use gate::{CallGate, GateError};
 pub use identity::{ALLOWED_REGISTRATIONS, Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};

@@ -37,6 +37,11 @@ pub struct Declaration {
     pub object_ref: ObjectReference,
     /// The plugin name for field manager, labels and metrics.
     pub registration_name: String,
+    /// The object is being deleted: its parents are released, not served.
+    pub deleting: bool,
+    /// Its finalizers, and its resourceVersion (to change them).
+    pub finalizers: Vec<String>,
+    pub resource_version: Option<String>,
 }
 
 impl From<&ClusterReconcilerPlugin> for Declaration {
@@ -55,6 +60,9 @@ impl From<&ClusterReconcilerPlugin> for Declaration {
             status: object.status.clone(),
             object_ref: object.object_ref(&()),
             registration_name: name,
+            deleting: object.metadata.deletion_timestamp.is_some(),
+            finalizers: object.metadata.finalizers.clone().unwrap_or_default(),
+            resource_version: object.metadata.resource_version.clone(),
         }
     }
 }
@@ -76,6 +84,9 @@ impl From<&ReconcilerPlugin> for Declaration {
             generation: object.metadata.generation,
             status: object.status.clone(),
             object_ref: object.object_ref(&()),
+            deleting: object.metadata.deletion_timestamp.is_some(),
+            finalizers: object.metadata.finalizers.clone().unwrap_or_default(),
+            resource_version: object.metadata.resource_version.clone(),
         }
     }
 }
@@ -486,6 +497,9 @@ mod tests {
             status: None,
             object_ref: ObjectReference::default(),
             registration_name: "greeter".into(),
+            deleting: false,
+            finalizers: Vec::new(),
+            resource_version: None,
         };
         let accounts = PluginAccounts::OwnServiceAccounts {
             namespace: "trellis-system".into(),

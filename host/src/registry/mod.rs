@@ -12,6 +12,12 @@
 //!   tenant's namespace, serving parents of that namespace only, acting as
 //!   the tenant's ServiceAccount.
 //!
+//! A registration object that served carries [`REGISTRATION_FINALIZER`]:
+//! when it is deleted, its controller stops, the host's finalizer comes off
+//! every parent it served (without calling the plugin), and then the object
+//! goes. (Chosen over a finalize-only plugin, which could keep a namespace
+//! Terminating for as long as a plugin fails.)
+//!
 //! A parent kind has one registration cluster-wide (ClusterReconcilerPlugins
 //! first, by name, then files) or else one per tenant namespace; a later
 //! claim is refused and reported. When a declaration that served turns bad
@@ -38,6 +44,11 @@ use report::Readiness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use watched::Watched;
+
+/// The registry's finalizer on a registration object that served: it comes
+/// off once the parents the registration served are released, so deleting a
+/// registration never leaves parents (and namespaces) that cannot be deleted.
+pub const REGISTRATION_FINALIZER: &str = "trellis.dev/release-parents";
 
 /// Where a registration serves: a parent kind, cluster-wide (`None`) or in
 /// one tenant namespace.
@@ -132,8 +143,9 @@ impl Registry {
         self.config_maps
             .refresh(&modules, &self.runtime, self.settings.limits)
             .await;
-        let (wanted, refused, folder_refused) = self.desired();
+        let (wanted, mut refused, folder_refused) = self.desired();
         self.reconcile_controllers(wanted).await;
+        self.release_deleted(&mut refused).await;
         self.report(refused).await;
         self.report_folder(folder_refused);
         let (hits, misses) = self.runtime.module_cache_stats();
@@ -152,6 +164,10 @@ impl Registry {
         declaration: &Declaration,
         refused: &mut BTreeMap<String, Refusal>,
     ) -> Option<Registration> {
+        if declaration.deleting {
+            // Its parents are released (see `release_deleted`), not served.
+            return None;
+        }
         let resolved = declared::module_ref(declaration).and_then(|origin| {
             let plugin = match &origin {
                 ModuleRef::File(file) => declared::file_module(&self.folder, file),
@@ -313,6 +329,83 @@ impl Registry {
         }
     }
 
+    /// For each registration object being deleted: once its controller has
+    /// stopped, releases the parents it served (the host's finalizer comes
+    /// off them) and then lets the object go (the registry's own finalizer
+    /// comes off it). What fails is shown on the object and retried.
+    async fn release_deleted(&mut self, refused: &mut BTreeMap<String, Refusal>) {
+        let deleting: Vec<Declaration> = self
+            .declarations()
+            .filter(|d| d.deleting && d.finalizers.iter().any(|f| f == REGISTRATION_FINALIZER))
+            .cloned()
+            .collect();
+        for declaration in deleting {
+            // What it served: as it last served here, else (after a restart)
+            // as it would serve.
+            let registration = match self.last_good.get(&declaration.key) {
+                Some(registration) => Some(registration.clone()),
+                None => {
+                    let mut serving = declaration.clone();
+                    serving.deleting = false;
+                    let registration = self.registration_of(&serving, &mut BTreeMap::new());
+                    self.last_good.remove(&declaration.key);
+                    if registration.is_none() {
+                        tracing::warn!(registration = %declaration.title, "registration deleted, its module unknown here: parents of its kind not released");
+                    }
+                    registration
+                }
+            };
+            if let Some(registration) = &registration {
+                match self.shared.release_parents(registration).await {
+                    Ok(released) => {
+                        tracing::info!(registration = %declaration.title, released, "registration deleted: its parents released");
+                    }
+                    Err(e) => {
+                        let message = format!("releasing the parents of {}: {e}", registration.parent);
+                        refused.insert(declaration.key.clone(), Refusal::new("ReleasingParents", message));
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = self.set_registration_finalizer(&declaration, false).await {
+                tracing::warn!(registration = %declaration.title, error = %e, "could not remove the registry's finalizer");
+                continue;
+            }
+            self.last_good.remove(&declaration.key);
+        }
+    }
+
+    /// Adds or removes [`REGISTRATION_FINALIZER`] on a registration object.
+    async fn set_registration_finalizer(&self, declaration: &Declaration, present: bool) -> Result<(), kube::Error> {
+        let mut finalizers: Vec<&str> = declaration
+            .finalizers
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != REGISTRATION_FINALIZER)
+            .collect();
+        if present {
+            finalizers.push(REGISTRATION_FINALIZER);
+        }
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": declaration.resource_version}});
+        let params = kube::api::PatchParams::default();
+        let name = declaration.object_ref.name.clone().unwrap_or_default();
+        let result = match &declaration.tenant {
+            None => self
+                .cluster_declarations
+                .patch(&name, &params, &kube::api::Patch::Merge(&patch))
+                .await
+                .map(drop),
+            Some(tenant) => Api::<ReconcilerPlugin>::namespaced(self.shared.client.clone(), &tenant.namespace)
+                .patch(&name, &params, &kube::api::Patch::Merge(&patch))
+                .await
+                .map(drop),
+        };
+        match result {
+            Err(kube::Error::Api(status)) if status.code == 404 && !present => Ok(()),
+            other => other,
+        }
+    }
+
     /// Logs why folder plugins are not served (refused, or their controller
     /// did not start), once per change: they have no object to say it on.
     fn report_folder(&mut self, mut refused: BTreeMap<String, Refusal>) {
@@ -355,6 +448,11 @@ impl Registry {
             } else if let Some((reason, error)) = self.start_errors.get(key) {
                 (false, (*reason).to_owned(), error.clone())
             } else if let Some(registration) = &serving {
+                if !declaration.finalizers.iter().any(|f| f == REGISTRATION_FINALIZER)
+                    && let Err(e) = self.set_registration_finalizer(declaration, true).await
+                {
+                    tracing::warn!(registration = %declaration.title, error = %e, "could not add the registry's finalizer");
+                }
                 let message = format!("reconciling {} with {}", registration.parent, registration.source);
                 (true, "Serving".to_owned(), message)
             } else {

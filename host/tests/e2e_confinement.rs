@@ -197,8 +197,9 @@ async fn no_plugin_acts_beyond_its_own_identity() {
 }
 
 /// (f) 32 parents whose plugin asks for 2,000 events and a requeue after 0 s
-/// on every reconcile: at most 10 events are written per reconcile (the rest
-/// counted as dropped), and each parent is reconciled at most once a second.
+/// on every reconcile: at most 10 events are written per reconcile and 30
+/// per parent a minute (the rest counted as dropped), and each parent is
+/// reconciled at most once a second.
 async fn floods_are_capped(metrics: &trellis::metrics::Metrics, ns: &TestNamespace) {
     let hostiles = hostile_api(ns);
     let plugin = format!("{}.bomber", ns.name());

@@ -16,6 +16,7 @@
 mod apply;
 mod backoff;
 pub mod children;
+mod event_rate;
 mod gate;
 mod identity;
 mod index;
@@ -196,6 +197,8 @@ pub(crate) struct Context {
     /// The status last written per parent uid, until the parent cache shows
     /// it (see [`WrittenStatus`]).
     written_status: Arc<Mutex<HashMap<String, WrittenStatus>>>,
+    /// Events written per parent, rate-limited.
+    event_rate: event_rate::EventRate,
 }
 
 /// A kind the plugin emits: its cache, and the names other objects of it take.
@@ -366,6 +369,7 @@ impl KindController {
             related: related_indexes,
             shared,
             written_status,
+            event_rate: event_rate::EventRate::default(),
         });
         // Each plugin has its own queue and its own share of workers: one
         // plugin's slow or failing reconciles never hold another's.

@@ -243,12 +243,15 @@ async fn call_plugin(
 }
 
 async fn publish_events(ctx: &Context, desired: &Desired, parent: &Value) {
-    if desired.events_dropped > 0 {
+    let uid = parent["metadata"]["uid"].as_str().unwrap_or_default();
+    let admitted = ctx.event_rate.admit(uid, desired.events.len());
+    let dropped = desired.events_dropped + (desired.events.len() - admitted);
+    if dropped > 0 {
         let plugin = ctx.registration().name.clone();
-        tracing::debug!(plugin = %plugin, dropped = desired.events_dropped, "events over the per-reconcile cap dropped");
-        ctx.shared.metrics.events_dropped(&plugin, desired.events_dropped);
+        tracing::debug!(plugin = %plugin, dropped, "events over the per-reconcile cap or the parent's rate dropped");
+        ctx.shared.metrics.events_dropped(&plugin, dropped);
     }
-    for event in &desired.events {
+    for event in &desired.events[..admitted] {
         let event = Event {
             type_: if event.warning {
                 EventType::Warning

@@ -58,6 +58,10 @@ pub enum RuntimeError {
     /// The response is larger than the output limit.
     #[error("plugin {plugin}: response of {size} bytes exceeds the limit of {limit} bytes")]
     ResponseTooLarge { plugin: String, size: usize, limit: usize },
+    /// The request (parent, children, related objects, config) is larger
+    /// than half the plugin's memory limit: it could not be handed over.
+    #[error("plugin {plugin}: request of {size} bytes exceeds the limit of {limit} bytes (half its memory limit)")]
+    RequestTooLarge { plugin: String, size: usize, limit: usize },
     /// The response lists more children than one response may.
     #[error("plugin {plugin}: response lists {count} children, more than the limit of {limit}")]
     TooManyChildren { plugin: String, count: usize, limit: usize },
@@ -84,6 +88,7 @@ impl RuntimeError {
             Self::Trap { .. } => "PluginTrapped",
             Self::ResponseTooLarge { .. } => "ResponseTooLarge",
             Self::TooManyChildren { .. } => "TooManyChildren",
+            Self::RequestTooLarge { .. } => "RequestTooLarge",
             Self::InvalidResponse { .. } => "InvalidResponse",
             Self::Reported {
                 failure: PluginFailure::InvalidSpec(_),

@@ -5,7 +5,7 @@ use super::bindings::trellis::reconciler::types as wit;
 use super::bindings::{Reconciler, ReconcilerPre};
 use super::contract::{Desired, PluginInfo, ReconcileRequest};
 use super::error::{RuntimeError, one_line};
-use super::sandbox::Sandbox;
+use super::sandbox::{LogRate, Sandbox};
 use super::{EPOCH_TICK, Limits, validate};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -25,6 +25,8 @@ struct Inner {
     info: PluginInfo,
     digest: String,
     max_memory_bytes: usize,
+    /// Its log lines this second, all calls together.
+    log_rate: Arc<LogRate>,
 }
 
 /// The sha256 of a module, as lowercase hex: how modules are pinned.
@@ -48,7 +50,8 @@ impl Plugin {
             memory_bytes: limits.memory_bytes.min(max_memory_bytes),
             ..limits
         };
-        let info = call(&pre, module, "info", "", limits, |store, instance| {
+        let log_rate = Arc::new(LogRate::default());
+        let info = call(&pre, &log_rate, module, "info", "", limits, |store, instance| {
             instance.call_info(store)
         })?;
         let info = validate::plugin_info(module, info)?;
@@ -59,6 +62,7 @@ impl Plugin {
                 info,
                 digest,
                 max_memory_bytes,
+                log_rate,
             }),
             limits,
         })
@@ -100,6 +104,20 @@ impl Plugin {
         let identity = Identity::of(&req.parent);
         let namespace = identity.namespace.as_deref().filter(|ns| !ns.is_empty());
         let subject = identity.key();
+        // The request is copied into the guest's memory, and parsed there:
+        // one above half the memory limit could not be, so it is refused here.
+        let size = req.parent.len()
+            + req.children.iter().map(|c| c.len()).sum::<usize>()
+            + req.related.iter().map(|r| r.len()).sum::<usize>()
+            + req.config.as_ref().map_or(0, |c| c.to_string().len());
+        let limit = self.limits.memory_bytes / 2;
+        if size > limit {
+            return Err(RuntimeError::RequestTooLarge {
+                plugin: self.name().to_owned(),
+                size,
+                limit,
+            });
+        }
         let wit_req = wit::Request {
             parent: String::from(&*req.parent),
             children: req.children.iter().map(|c| String::from(&**c)).collect(),
@@ -109,6 +127,7 @@ impl Plugin {
         };
         let response = call(
             &self.inner.pre,
+            &self.inner.log_rate,
             self.name(),
             "reconcile",
             &subject,
@@ -124,6 +143,7 @@ impl Plugin {
         let (obj_text, old_text) = (obj.to_string(), old.map(Value::to_string));
         call(
             &self.inner.pre,
+            &self.inner.log_rate,
             self.name(),
             "validate",
             &object_key(obj),
@@ -183,15 +203,20 @@ fn key(namespace: Option<&str>, name: &str) -> String {
 
 /// Instantiates the module in a fresh store and makes one call, turning any
 /// failure into a [`RuntimeError`] that says what happened.
+#[allow(clippy::too_many_arguments)]
 fn call<R>(
     pre: &ReconcilerPre<Sandbox>,
+    log_rate: &Arc<LogRate>,
     plugin: &str,
     call: &'static str,
     subject: &str,
     limits: Limits,
     f: impl FnOnce(&mut Store<Sandbox>, &Reconciler) -> wasmtime::Result<R>,
 ) -> Result<R, RuntimeError> {
-    let mut store = Store::new(pre.engine(), Sandbox::new(plugin, subject, limits.memory_bytes));
+    let mut store = Store::new(
+        pre.engine(),
+        Sandbox::new(plugin, subject, limits.memory_bytes, log_rate.clone()),
+    );
     store.limiter(|sandbox| &mut sandbox.limiter);
     let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) + 1;
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));

@@ -2,6 +2,8 @@
 //! a memory cap, a captured stderr) and the `host` functions plugins import.
 
 use super::bindings::trellis::reconciler::{host, types};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -11,6 +13,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 const STDERR_CAPACITY: usize = 16 * 1024;
 /// Log lines a plugin may write per call; more are dropped and counted.
 const LOG_LINES_PER_CALL: u32 = 200;
+/// Log lines one plugin may write per second, all its calls together.
+const LOG_LINES_PER_SECOND: u32 = 100;
 /// Longest log message kept, in bytes.
 const LOG_MESSAGE_BYTES: usize = 4096;
 /// Largest table a plugin may grow (function references).
@@ -25,13 +29,54 @@ pub(crate) struct Sandbox {
     plugin: String,
     subject: String,
     log_lines: u32,
+    log_rate: Arc<LogRate>,
+}
+
+/// A plugin's log lines in the current second, shared by all its calls, so
+/// that many calls at once cannot flood the host's log either.
+#[derive(Debug)]
+pub(crate) struct LogRate {
+    /// The second's start and the lines written in it.
+    window: Mutex<(Instant, u32)>,
+}
+
+impl Default for LogRate {
+    fn default() -> Self {
+        Self {
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+}
+
+/// Whether a log line may be written.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    /// No, and it is the first line dropped this second (say so once).
+    FirstDropped,
+    No,
+}
+
+impl LogRate {
+    fn admit(&self) -> Admit {
+        let mut window = self.window.lock().expect("log rate lock");
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            *window = (Instant::now(), 0);
+        }
+        window.1 += 1;
+        match window.1 {
+            n if n <= LOG_LINES_PER_SECOND => Admit::Yes,
+            n if n == LOG_LINES_PER_SECOND + 1 => Admit::FirstDropped,
+            _ => Admit::No,
+        }
+    }
 }
 
 impl Sandbox {
     /// A sandbox with no files, environment, arguments or network; clocks
     /// and randomness are allowed. `subject` names what is reconciled (for
     /// log lines).
-    pub(crate) fn new(plugin: &str, subject: &str, memory_limit: usize) -> Self {
+    pub(crate) fn new(plugin: &str, subject: &str, memory_limit: usize, log_rate: Arc<LogRate>) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtx::builder()
             .stderr(stderr.clone())
@@ -50,6 +95,7 @@ impl Sandbox {
             plugin: plugin.to_owned(),
             subject: subject.to_owned(),
             log_lines: 0,
+            log_rate,
         }
     }
 
@@ -89,6 +135,14 @@ impl host::Host for Sandbox {
                 tracing::warn!(plugin = %self.plugin, object = %self.subject, "plugin log limit reached; further lines of this call are dropped");
             }
             return;
+        }
+        match self.log_rate.admit() {
+            Admit::Yes => {}
+            Admit::FirstDropped => {
+                tracing::warn!(plugin = %self.plugin, per_second = LOG_LINES_PER_SECOND, "plugin log rate reached; further lines this second are dropped");
+                return;
+            }
+            Admit::No => return,
         }
         let message = truncate(&message, LOG_MESSAGE_BYTES);
         let (plugin, object) = (&self.plugin, &self.subject);
@@ -131,5 +185,25 @@ impl ResourceLimiter for MemoryCap {
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_logs_at_most_its_rate_per_second() {
+        let rate = LogRate::default();
+        let admitted: Vec<Admit> = (0..LOG_LINES_PER_SECOND + 3).map(|_| rate.admit()).collect();
+        assert!(
+            admitted[..LOG_LINES_PER_SECOND as usize]
+                .iter()
+                .all(|a| *a == Admit::Yes)
+        );
+        assert_eq!(admitted[LOG_LINES_PER_SECOND as usize], Admit::FirstDropped);
+        assert_eq!(admitted[LOG_LINES_PER_SECOND as usize + 1], Admit::No);
+        rate.window.lock().unwrap().0 -= Duration::from_secs(1);
+        assert_eq!(rate.admit(), Admit::Yes, "a new second, a new allowance");
     }
 }

@@ -143,6 +143,23 @@ fn a_huge_response_is_refused() {
 }
 
 #[test]
+fn a_request_over_half_the_memory_limit_is_refused() {
+    let plugin = hostile(Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    });
+    let mut req = request("ok");
+    req.related = vec![std::sync::Arc::from("x".repeat(9 << 20))];
+    let err = plugin.reconcile(&req).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::RequestTooLarge { limit, .. } if limit == 8 << 20),
+        "{err}"
+    );
+    req.related = vec![std::sync::Arc::from("{}")];
+    plugin.reconcile(&req).unwrap();
+}
+
+#[test]
 fn too_many_children_are_refused_by_count() {
     let err = run("many-children").unwrap_err();
     assert!(

@@ -280,29 +280,19 @@ fn rss_mib() -> (u64, u64) {
 async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team: &TestNamespace) -> TestNamespace {
     install_crd(admin, &crd_from_yaml(HOSTILE_CRD)).await;
     let bombers = TestNamespace::create("bombers").await;
-    let rbac = format!(
-        "{}\n---\n{}\n---\n{}",
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bomber", "namespace": bombers.name(),
-            "annotations": {"trellis.dev/allowed-registrations": "*"}}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "bomber", "namespace": bombers.name()},
-        "rules": [
+    onboard(
+        admin,
+        &bombers,
+        "bomber",
+        json!({"trellis.dev/allowed-registrations": "*"}),
+        json!([
             {"apiGroups": ["test.trellis.dev"], "resources": ["hostiles", "hostiles/status"], "verbs": ["get", "list", "watch", "patch", "update"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "bomber", "namespace": bombers.name()},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bomber"},
-            "subjects": [{"kind": "ServiceAccount", "name": "bomber", "namespace": bombers.name()}]}),
-    );
-    apply_yaml_stream(admin, &rbac).await;
-    let packed = pack(&PackInput {
-        module: trellis::testing::guest_module("trellis-test-hostile"),
-        name: "bomber".into(),
-        namespace: bombers.name().into(),
-        service_account: Some("bomber".into()),
-        gzip: false,
-    })
-    .expect("the module packs");
-    apply_yaml_stream(admin, &packed).await;
+        ]),
+        "bomber",
+        "trellis-test-hostile",
+    )
+    .await;
     let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), bombers.name());
     let narrowed = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {
         "children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "related": [],
@@ -367,37 +357,60 @@ async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team:
     bombers
 }
 
+/// A tenant's ServiceAccount `account` (with `annotations`) and a Role of
+/// `rules` bound to it in `ns`, then `plugin_crate` packed as the
+/// ReconcilerPlugin `name` acting as it.
+async fn onboard(
+    admin: &kube::Client,
+    ns: &TestNamespace,
+    account: &str,
+    annotations: Value,
+    rules: Value,
+    name: &str,
+    plugin_crate: &str,
+) {
+    let rbac = format!(
+        "{}\n---\n{}\n---\n{}",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": ns.name(), "annotations": annotations}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": account, "namespace": ns.name()}, "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": account, "namespace": ns.name()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns.name()}]}),
+    );
+    apply_yaml_stream(admin, &rbac).await;
+    let packed = pack(&PackInput {
+        module: trellis::testing::guest_module(plugin_crate),
+        name: name.into(),
+        namespace: ns.name().into(),
+        service_account: Some(account.into()),
+        gzip: false,
+    })
+    .expect("the module packs");
+    apply_yaml_stream(admin, &packed).await;
+}
+
 /// A tenant registration asking for 1 GiB is refused (`LimitAboveCeiling`);
 /// within the ceiling, it serves only once its ServiceAccount consents.
 async fn tenant_ceiling_and_consent(admin: &kube::Client) -> TestNamespace {
     install_crd(admin, &crd_from_yaml(GREETER_CRD)).await;
     let team = TestNamespace::create("team").await;
-    let rbac = format!(
-        "{}\n---\n{}\n---\n{}",
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "greeter-plugin", "namespace": team.name()}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "greeter-plugin", "namespace": team.name()},
-        "rules": [
-            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters"], "verbs": ["get", "list", "watch", "patch", "update"]},
-            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "greeter-plugin", "namespace": team.name()},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "greeter-plugin"},
-            "subjects": [{"kind": "ServiceAccount", "name": "greeter-plugin", "namespace": team.name()}]}),
-    );
-    apply_yaml_stream(admin, &rbac).await;
-    let packed = pack(&PackInput {
-        module: trellis::testing::guest_module("trellis-test-greeter-v1"),
-        name: "greeter".into(),
-        namespace: team.name().into(),
-        service_account: Some("greeter-plugin".into()),
-        gzip: false,
-    })
-    .expect("the module packs");
     let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), team.name());
     let limits = |memory_mib: u64| json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {"limits": {"memoryMib": memory_mib}}});
     // Asked for from the start: it never serves with 1 GiB.
-    apply_yaml_stream(admin, &packed).await;
+    onboard(
+        admin,
+        &team,
+        "greeter-plugin",
+        json!({}),
+        json!([
+            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters"], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        ]),
+        "greeter",
+        "trellis-test-greeter-v1",
+    )
+    .await;
     registrations
         .patch(
             "greeter",

@@ -8,7 +8,7 @@ use crate::controller::{CallGate, PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, TenantCeilings};
+use crate::registry::{Registry, Settings, TenantCeilings};
 use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::Readiness;
 use kube::runtime::events::Reporter;
@@ -116,7 +116,6 @@ pub async fn run_host(
         concurrency: options.concurrency,
         namespace: options.namespace.clone(),
         client_config: options.client_config.clone(),
-        plugin_accounts: options.plugin_accounts.clone(),
         service_account_consent: options.service_account_consent,
         calls: CallGate::new(slots, options.memory_budget_mib, options.memory_wait),
     };
@@ -142,8 +141,11 @@ pub async fn run_host(
                     runtime.clone(),
                     shared.clone(),
                     &options.plugins_dir,
-                    options.limits,
-                    options.tenant_ceilings,
+                    Settings {
+                        limits: options.limits,
+                        accounts: options.plugin_accounts.clone(),
+                        ceilings: options.tenant_ceilings,
+                    },
                 ),
                 options.poll,
                 ready.clone(),

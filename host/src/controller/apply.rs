@@ -392,21 +392,34 @@ fn uid_and_version(parent: &Value) -> Option<(&str, &str)> {
 
 /// Adds or removes the host's finalizer, guarded by the resourceVersion.
 pub async fn set_finalizer(ctx: &Context, parent: &Value, present: bool) -> Result<(), ApplyError> {
-    let mut finalizers: Vec<String> = parent["metadata"]["finalizers"]
-        .as_array()
-        .map(|f| f.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    finalizers.retain(|f| f != FINALIZER);
-    if present {
-        finalizers.push(FINALIZER.to_owned());
-    }
+    let finalizers = parent["metadata"]["finalizers"].as_array().into_iter().flatten();
+    let patch = finalizer_patch(
+        finalizers.filter_map(Value::as_str),
+        FINALIZER,
+        present,
+        parent["metadata"]["resourceVersion"].as_str(),
+    );
     let name = parent["metadata"]["name"].as_str().unwrap_or_default();
     let api = api(ctx, &ctx.parent, parent["metadata"]["namespace"].as_str());
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": parent["metadata"]["resourceVersion"]}});
     match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
         Err(source) => Err(ApplyError::Finalizer { source }),
     }
+}
+
+/// A merge patch leaving an object's `finalizers` with `finalizer` (when
+/// `present`) or without it, the others kept, guarded by `resource_version`
+/// so that a concurrent change of the list is not overwritten.
+pub fn finalizer_patch<'a>(
+    finalizers: impl IntoIterator<Item = &'a str>,
+    finalizer: &str,
+    present: bool,
+    resource_version: Option<&str>,
+) -> Value {
+    let mut kept: Vec<&str> = finalizers.into_iter().filter(|f| *f != finalizer).collect();
+    if present {
+        kept.push(finalizer);
+    }
+    json!({"metadata": {"finalizers": kept, "resourceVersion": resource_version}})
 }

@@ -26,6 +26,7 @@ mod parent;
 mod reconcile;
 mod release;
 
+pub use apply::finalizer_patch;
 pub use gate::{CallGate, GateError};
 pub use identity::{ALLOWED_REGISTRATIONS, Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};
 pub use kinds::{KindError, ServedKind, resolve};
@@ -114,8 +115,6 @@ pub struct Shared {
     /// ServiceAccounts; without it only [`PluginAccounts::HostClient`]
     /// registrations can start.
     pub client_config: Option<kube::Config>,
-    /// Whom plugins without a ServiceAccount of their own act as.
-    pub plugin_accounts: PluginAccounts,
     /// A tenant's ServiceAccount serves only the registrations its
     /// [`ALLOWED_REGISTRATIONS`] annotation names.
     pub service_account_consent: bool,

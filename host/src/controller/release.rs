@@ -5,9 +5,8 @@
 //! is not called: a parent deleted before its registration was finalized
 //! by it; one deleted after is released without cleanup.
 
-use super::{ControllerError, FINALIZER, Registration, Shared, resolve};
+use super::{ControllerError, FINALIZER, Registration, Shared, finalizer_patch, resolve};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use serde_json::json;
 
 impl Shared {
     /// Removes the host's finalizer from every parent `registration` served;
@@ -25,17 +24,21 @@ impl Shared {
             .map_err(ControllerError::Client)?;
         let mut released = 0;
         for object in parents.items {
-            let finalizers = object.metadata.finalizers.clone().unwrap_or_default();
+            let finalizers = object.metadata.finalizers.as_deref().unwrap_or_default();
             if !finalizers.iter().any(|f| f == FINALIZER) {
                 continue;
             }
-            let kept: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+            let patch = finalizer_patch(
+                finalizers.iter().map(String::as_str),
+                FINALIZER,
+                false,
+                object.metadata.resource_version.as_deref(),
+            );
             let name = object.metadata.name.clone().unwrap_or_default();
             let api: Api<DynamicObject> = match &object.metadata.namespace {
                 Some(ns) => Api::namespaced_with(acting.client.clone(), ns, &parent.resource),
                 None => Api::all_with(acting.client.clone(), &parent.resource),
             };
-            let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": object.metadata.resource_version}});
             match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => released += 1,
                 Err(kube::Error::Api(status)) if status.code == 404 => {}

@@ -34,10 +34,10 @@ pub use folder::PluginFolder;
 
 use crate::controller::{KindController, Registration, Shared};
 use crate::crd::{ClusterReconcilerPlugin, ConfigMapModule, ReconcilerPlugin};
-use crate::runtime::{KindRef, Limits, Runtime};
+use crate::runtime::{KindRef, Runtime};
 use configmap::ConfigMapModules;
-pub use declared::TenantCeilings;
-use declared::{Declaration, ModuleRef, Refusal, Settings};
+use declared::{Declaration, ModuleRef, Refusal};
+pub use declared::{Settings, TenantCeilings};
 use kube::Api;
 use kube::runtime::events::Recorder;
 use report::Readiness;
@@ -82,9 +82,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty registry over the plugins folder `dir`; tenants may ask for
-    /// no more than `ceilings`.
-    pub fn new(runtime: Runtime, shared: Shared, dir: &Path, limits: Limits, ceilings: TenantCeilings) -> Self {
+    /// An empty registry over the plugins folder `dir`, resolving
+    /// registrations with `settings`.
+    pub fn new(runtime: Runtime, shared: Shared, dir: &Path, settings: Settings) -> Self {
         let client = shared.client.clone();
         let tenant_declarations = match &shared.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -97,11 +97,7 @@ impl Registry {
             config_maps: ConfigMapModules::new(client.clone()),
             recorder: Recorder::new(client, shared.reporter.clone()),
             last_good: BTreeMap::new(),
-            settings: Settings {
-                limits,
-                accounts: shared.plugin_accounts.clone(),
-                ceilings,
-            },
+            settings,
             runtime,
             shared,
             folder: PluginFolder::new(dir),
@@ -253,7 +249,7 @@ impl Registry {
                     config: None,
                     finalizer: info.finalizer,
                     declaration: None,
-                    identity: self.shared.plugin_accounts.for_plugin(&info.name),
+                    identity: self.settings.accounts.for_plugin(&info.name),
                     tenant_namespace: None,
                     max_concurrent_reconciles: None,
                 },
@@ -377,16 +373,12 @@ impl Registry {
 
     /// Adds or removes [`REGISTRATION_FINALIZER`] on a registration object.
     async fn set_registration_finalizer(&self, declaration: &Declaration, present: bool) -> Result<(), kube::Error> {
-        let mut finalizers: Vec<&str> = declaration
-            .finalizers
-            .iter()
-            .map(String::as_str)
-            .filter(|f| *f != REGISTRATION_FINALIZER)
-            .collect();
-        if present {
-            finalizers.push(REGISTRATION_FINALIZER);
-        }
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": declaration.resource_version}});
+        let patch = crate::controller::finalizer_patch(
+            declaration.finalizers.iter().map(String::as_str),
+            REGISTRATION_FINALIZER,
+            present,
+            declaration.resource_version.as_deref(),
+        );
         let params = kube::api::PatchParams::default();
         let name = declaration.object_ref.name.clone().unwrap_or_default();
         let result = match &declaration.tenant {

@@ -207,14 +207,7 @@ async fn floods_are_capped(metrics: &trellis::metrics::Metrics, ns: &TestNamespa
     let dropped = format!("trellis_events_dropped_total{{plugin=\"{plugin}\"}}");
     for i in 0..32 {
         let name = format!("flood-{i}");
-        hostiles
-            .patch(
-                &name,
-                &PatchParams::apply("bombers"),
-                &Patch::Apply(&hostile(&name, "event-flood")),
-            )
-            .await
-            .unwrap();
+        apply_as_user(&hostiles, &hostile(&name, "event-flood")).await;
     }
     // After the first reconciles (and the finalizer's), 8 s of flooding.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -307,14 +300,7 @@ async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team:
     let hostiles = hostile_api(&bombers);
     for i in 0..8 {
         let name = format!("bomb-{i}");
-        hostiles
-            .patch(
-                &name,
-                &PatchParams::apply("bombers"),
-                &Patch::Apply(&hostile(&name, "alloc-bomb")),
-            )
-            .await
-            .unwrap();
+        apply_as_user(&hostiles, &hostile(&name, "alloc-bomb")).await;
     }
     for i in 0..8 {
         eventually_ready_is(&hostiles, &format!("bomb-{i}"), "False", "PluginMemoryLimit").await;

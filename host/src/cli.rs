@@ -137,11 +137,15 @@ pub struct RunArgs {
     /// `trellis.dev/allowed-registrations` names it (or is `*`).
     #[arg(long, env = "TRELLIS_SERVICE_ACCOUNT_CONSENT")]
     pub service_account_consent: bool,
-    /// Plugin calls executing at once, host-wide, shared in turn by the
-    /// registrations (default: twice the cores).
+    /// Plugin calls executing at once, host-wide: calls take turns of 10 ms
+    /// on them, in turn by registration (default: twice the cores).
     #[arg(long)]
     pub call_slots: Option<usize>,
-    /// The memory limits of the plugin calls executing at once add up to at
+    /// Plugin calls admitted at once, host-wide, each holding a sandbox
+    /// (default: eight per call slot, at least 64).
+    #[arg(long)]
+    pub instance_slots: Option<usize>,
+    /// The memory limits of the plugin calls admitted at once add up to at
     /// most this, in MiB (default: the container's memory limit minus 192).
     #[arg(long)]
     pub memory_budget_mib: Option<u32>,
@@ -178,6 +182,7 @@ impl From<RunArgs> for crate::run::RunOptions {
                 },
                 service_account_consent: a.service_account_consent,
                 call_slots: a.call_slots.unwrap_or_else(crate::host::default_call_slots),
+                instance_slots: a.instance_slots,
                 memory_budget_mib: a.memory_budget_mib.unwrap_or_else(crate::memory::default_budget_mib),
                 memory_wait: Duration::from_secs(10),
             },

@@ -4,7 +4,7 @@
 //! leads. Tests run it in-process against a test control plane; `trellis
 //! run` wraps it with signals and the metrics server.
 
-use crate::controller::{CallGate, PluginAccounts, Shared};
+use crate::controller::{CallGate, GateLimits, PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
@@ -48,15 +48,21 @@ pub struct HostOptions {
     /// Tenants' ServiceAccounts must name the registrations that act as them
     /// (annotation `trellis.dev/allowed-registrations`).
     pub service_account_consent: bool,
-    /// Plugin calls executing at once, host-wide, shared in turn by the
-    /// registrations.
+    /// Plugin calls executing at once, host-wide: calls take turns on them,
+    /// in turn by registration.
     pub call_slots: usize,
-    /// The memory limits of the calls executing at once add up to at most
+    /// Plugin calls admitted at once, each holding a sandbox; `None`: eight
+    /// per call slot, at least 64.
+    pub instance_slots: Option<usize>,
+    /// The memory limits of the calls admitted at once add up to at most
     /// this, in MiB.
     pub memory_budget_mib: u32,
     /// How long a call waits for memory before it fails.
     pub memory_wait: Duration,
 }
+
+/// Instances of the pool beyond the calls admitted, for loading modules.
+const SPARE_INSTANCES: usize = 8;
 
 /// Plugin calls executing at once by default: twice the cores.
 pub fn default_call_slots() -> usize {
@@ -84,6 +90,7 @@ impl HostOptions {
             tenant_ceilings: TenantCeilings::default(),
             service_account_consent: false,
             call_slots: default_call_slots(),
+            instance_slots: None,
             memory_budget_mib: crate::memory::default_budget_mib(),
             memory_wait: Duration::from_secs(10),
         }
@@ -99,10 +106,12 @@ pub async fn run_host(
     ready: Readiness,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RuntimeError> {
-    // Every call holds a slot, so the pool never runs out of instances.
     let slots = options.call_slots.max(1);
+    let instances = options.instance_slots.unwrap_or((8 * slots).max(64)).max(1);
+    // Every call admitted holds an instance; the spare ones are for loading
+    // modules (their `info`), so the pool never runs out.
     let runtime = Runtime::new(RuntimeConfig {
-        max_instances: u32::try_from(slots).unwrap_or(u32::MAX).max(16),
+        max_instances: u32::try_from(instances + SPARE_INSTANCES).unwrap_or(u32::MAX),
         module_cache_dir: options.module_cache_dir.clone(),
         ..RuntimeConfig::default()
     })?;
@@ -117,9 +126,14 @@ pub async fn run_host(
         namespace: options.namespace.clone(),
         client_config: options.client_config.clone(),
         service_account_consent: options.service_account_consent,
-        calls: CallGate::new(slots, options.memory_budget_mib, options.memory_wait),
+        calls: CallGate::new(GateLimits {
+            cpu_slots: slots,
+            instances,
+            budget_mib: options.memory_budget_mib,
+            memory_wait: options.memory_wait,
+        }),
     };
-    tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = options.leader.is_some(), call_slots = slots, memory_budget_mib = options.memory_budget_mib, "trellis host starting");
+    tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = options.leader.is_some(), call_slots = slots, instance_slots = instances, memory_budget_mib = options.memory_budget_mib, "trellis host starting");
     let leadership = options
         .leader
         .clone()

@@ -19,7 +19,6 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use trellis::crd::{ClusterReconcilerPlugin, ReconcilerPlugin};
-use trellis::pack::{PackInput, pack};
 use trellis_testenv::TestNamespace;
 use trellis_testenv::wait::{crd_from_yaml, install_crd};
 
@@ -51,17 +50,6 @@ async fn refused_with(admin: &kube::Client, name: &str, reason: &str) -> String 
         &Api::<ClusterReconcilerPlugin>::all(admin.clone()),
         name,
         "False",
-        reason,
-    )
-    .await
-}
-
-/// Waits until the tenant's ReconcilerPlugin `Ready` is `status` with `reason`; returns the message.
-async fn tenant_registration_is(ns: &TestNamespace, name: &str, status: &str, reason: &str) -> String {
-    registration_ready_is(
-        &Api::<ReconcilerPlugin>::namespaced(ns.client(), ns.name()),
-        name,
-        status,
         reason,
     )
     .await
@@ -341,38 +329,6 @@ async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team:
         eventually_gone(&hostiles, &format!("bomb-{i}")).await;
     }
     bombers
-}
-
-/// A tenant's ServiceAccount `account` (with `annotations`) and a Role of
-/// `rules` bound to it in `ns`, then `plugin_crate` packed as the
-/// ReconcilerPlugin `name` acting as it.
-async fn onboard(
-    admin: &kube::Client,
-    ns: &TestNamespace,
-    account: &str,
-    annotations: Value,
-    rules: Value,
-    name: &str,
-    plugin_crate: &str,
-) {
-    let rbac = format!(
-        "{}\n---\n{}\n---\n{}",
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": ns.name(), "annotations": annotations}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": account, "namespace": ns.name()}, "rules": rules}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": account, "namespace": ns.name()},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns.name()}]}),
-    );
-    apply_yaml_stream(admin, &rbac).await;
-    let packed = pack(&PackInput {
-        module: trellis::testing::guest_module(plugin_crate),
-        name: name.into(),
-        namespace: ns.name().into(),
-        service_account: Some(account.into()),
-        gzip: false,
-    })
-    .expect("the module packs");
-    apply_yaml_stream(admin, &packed).await;
 }
 
 /// A tenant registration asking for 1 GiB is refused (`LimitAboveCeiling`);

@@ -1,21 +1,55 @@
 //! The call gate: every plugin call of the host passes it, whichever
 //! registration makes it.
 //!
-//! - **Slots.** At most a small multiple of the cores execute at once, so a
-//!   few looping registrations cannot take every core (the API server's
-//!   included). A free slot goes to the registrations waiting in turn
-//!   (round robin), not to whoever asked first, so each gets its share
-//!   however many calls another queues. The slots also bound the sandboxes
-//!   alive at once below the size of the instance pool, so no registration
-//!   can take another's instances.
+//! - **Instances.** At most `instances` calls are admitted at once: each
+//!   holds a sandbox of the instance pool, which is sized a little above,
+//!   so no registration's calls can leave another without one. A free one
+//!   goes to the registrations waiting in turn (round robin), not to
+//!   whoever asked first.
 //! - **Memory budget.** A call is admitted only when its memory limit fits
-//!   in what the calls executing leave of the host-wide budget; it waits at
+//!   in what the calls admitted leave of the host-wide budget; it waits at
 //!   most a bounded time, then fails with [`GateError::MemoryBudget`].
+//! - **CPU turns.** Of the calls admitted, at most `cpu_slots` (a small
+//!   multiple of the cores) execute at once, so looping plugins cannot
+//!   take every core, the API server's included. A call gives its turn
+//!   away at the end of each quantum when others wait ([`CpuShare`]), and
+//!   turns go to the waiting registrations in turn: a registration with
+//!   one call runs about as often as one with thirty looping ones, and a
+//!   loop slows the others by its share of the CPU, not by its deadline.
+//!   A thread executing plugin code also runs below the host's own threads
+//!   (nice +[`PLUGIN_NICE`]), so busy plugins leave the CPU to the host's
+//!   watches and writes, and to the API server beside it.
 
+use crate::runtime::CpuShare;
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+/// How much below the host's own threads (in nice steps) a thread runs once
+/// it has executed plugin code. Linux lets no unprivileged thread climb back,
+/// so such a thread of the blocking pool stays low for whatever it runs
+/// next (host work there is blocking file IO, which the niceness barely
+/// touches).
+pub const PLUGIN_NICE: i32 = 10;
+
+thread_local! {
+    static LOWERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Lowers the calling thread's priority by [`PLUGIN_NICE`], once.
+fn lower_this_threads_priority() {
+    if LOWERED.replace(true) {
+        return;
+    }
+    let thread = Some(rustix::thread::gettid());
+    let lowered = rustix::process::getpriority_process(thread)
+        .and_then(|nice| rustix::process::setpriority_process(thread, (nice + PLUGIN_NICE).min(19)));
+    if let Err(error) = lowered {
+        tracing::debug!(%error, "could not lower the priority of a thread running plugin code");
+    }
+}
 
 /// Why a call was not admitted.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +66,24 @@ pub enum GateError {
     AboveBudget { needed_mib: u32, budget_mib: u32 },
 }
 
+/// How many calls the gate lets in and run, and how much memory.
+#[derive(Debug, Clone, Copy)]
+pub struct GateLimits {
+    /// Calls executing at once.
+    pub cpu_slots: usize,
+    /// Calls admitted (holding an instance) at once.
+    pub instances: usize,
+    /// The memory limits of the calls admitted add up to at most this.
+    pub budget_mib: u32,
+    /// How long a call waits for memory before it fails.
+    pub memory_wait: Duration,
+}
+
 /// Admits plugin calls (see the module docs). Cheap to clone.
 #[derive(Clone)]
 pub struct CallGate {
-    slots: Arc<FairSlots>,
+    instances: Arc<FairSlots>,
+    cpu: Arc<FairSlots>,
     memory: Arc<Semaphore>,
     budget_mib: u32,
     memory_wait: Duration,
@@ -44,31 +92,53 @@ pub struct CallGate {
 impl std::fmt::Debug for CallGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallGate")
-            .field("slots", &self.slots.total)
+            .field("instances", &self.instances.total)
+            .field("cpu_slots", &self.cpu.total)
             .field("budget_mib", &self.budget_mib)
             .finish_non_exhaustive()
     }
 }
 
-/// A call admitted: it holds a slot and its memory until dropped.
+/// A call admitted: it holds an instance and its memory until dropped, and
+/// takes CPU turns as the [`CpuShare`] of the call.
 pub struct CallPermit {
-    _slot: SlotPermit,
+    _instance: SlotPermit,
     _memory: OwnedSemaphorePermit,
+    cpu: Arc<FairSlots>,
+    registration: String,
+    turn: Option<SlotPermit>,
 }
 
-impl CallGate {
-    /// A gate of `slots` calls at once and `budget_mib` MiB of memory; a
-    /// call waits for memory at most `memory_wait`.
-    pub fn new(slots: usize, budget_mib: u32, memory_wait: Duration) -> Self {
-        Self {
-            slots: Arc::new(FairSlots::new(slots.max(1))),
-            memory: Arc::new(Semaphore::new(budget_mib as usize)),
-            budget_mib,
-            memory_wait,
+impl CpuShare for CallPermit {
+    fn take_turn(&mut self) {
+        lower_this_threads_priority();
+        if self.turn.is_none() {
+            self.turn = Some(self.cpu.clone().acquire_blocking(&self.registration));
         }
     }
 
-    /// Waits for a slot (in turn with the other registrations) and for
+    fn pass_turn(&mut self) {
+        if self.cpu.has_waiters()
+            && let Some(turn) = self.turn.take()
+        {
+            self.turn = Some(self.cpu.pass_blocking(turn));
+        }
+    }
+}
+
+impl CallGate {
+    /// A gate with `limits`.
+    pub fn new(limits: GateLimits) -> Self {
+        Self {
+            instances: Arc::new(FairSlots::new(limits.instances.max(1))),
+            cpu: Arc::new(FairSlots::new(limits.cpu_slots.max(1))),
+            memory: Arc::new(Semaphore::new(limits.budget_mib as usize)),
+            budget_mib: limits.budget_mib,
+            memory_wait: limits.memory_wait,
+        }
+    }
+
+    /// Waits for an instance (in turn with the other registrations) and for
     /// `memory_bytes` of the budget.
     pub async fn enter(&self, registration: &str, memory_bytes: usize) -> Result<CallPermit, GateError> {
         let needed_mib = u32::try_from(memory_bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX).max(1);
@@ -78,7 +148,7 @@ impl CallGate {
                 budget_mib: self.budget_mib,
             });
         }
-        let slot = self.slots.clone().acquire(registration).await;
+        let instance = self.instances.clone().acquire(registration).await;
         let memory = tokio::time::timeout(self.memory_wait, self.memory.clone().acquire_many_owned(needed_mib))
             .await
             .map_err(|_| GateError::MemoryBudget {
@@ -88,14 +158,19 @@ impl CallGate {
             })?
             .expect("the budget semaphore is never closed");
         Ok(CallPermit {
-            _slot: slot,
+            _instance: instance,
             _memory: memory,
+            cpu: self.cpu.clone(),
+            registration: registration.to_owned(),
+            turn: None,
         })
     }
 }
 
 /// A counting semaphore whose waiters are served one registration at a time
-/// in turn.
+/// in turn. A registration holding no slot goes to the head of the line when
+/// it starts to wait: one that has been idle runs next, before those that
+/// hold slots already and want more.
 struct FairSlots {
     total: usize,
     state: Mutex<SlotState>,
@@ -104,21 +179,61 @@ struct FairSlots {
 #[derive(Default)]
 struct SlotState {
     free: usize,
+    /// Slots held per registration.
+    held: BTreeMap<String, usize>,
     /// Waiters per registration, first come first served within one.
     waiting: BTreeMap<String, VecDeque<oneshot::Sender<SlotPermit>>>,
     /// Registrations with waiters, in the order their turn comes.
     turns: VecDeque<String>,
 }
 
-/// One slot; given back when dropped.
+impl SlotState {
+    /// Gives a slot to `registration`; `slots` is where it goes back.
+    fn grant(&mut self, slots: &Arc<FairSlots>, registration: &str) -> SlotPermit {
+        *self.held.entry(registration.to_owned()).or_default() += 1;
+        SlotPermit {
+            slots: Some(slots.clone()),
+            registration: registration.to_owned(),
+        }
+    }
+
+    /// `registration` gives a slot back.
+    fn give_back(&mut self, registration: &str) {
+        if let Some(held) = self.held.get_mut(registration) {
+            *held -= 1;
+            if *held == 0 {
+                self.held.remove(registration);
+            }
+        }
+    }
+
+    /// A place in `registration`'s queue, its turn at the head of the line
+    /// if it holds no slot.
+    fn enqueue(&mut self, registration: &str) -> oneshot::Receiver<SlotPermit> {
+        let (tx, rx) = oneshot::channel();
+        let queue = self.waiting.entry(registration.to_owned()).or_default();
+        if queue.is_empty() {
+            if self.held.contains_key(registration) {
+                self.turns.push_back(registration.to_owned());
+            } else {
+                self.turns.push_front(registration.to_owned());
+            }
+        }
+        queue.push_back(tx);
+        rx
+    }
+}
+
+/// One slot of a registration; given back when dropped.
 struct SlotPermit {
     slots: Option<Arc<FairSlots>>,
+    registration: String,
 }
 
 impl Drop for SlotPermit {
     fn drop(&mut self) {
         if let Some(slots) = self.slots.take() {
-            slots.release();
+            slots.release(&self.registration);
         }
     }
 }
@@ -134,51 +249,72 @@ impl FairSlots {
         }
     }
 
-    async fn acquire(self: Arc<Self>, registration: &str) -> SlotPermit {
-        let waiter = {
-            let mut guard = self.state.lock().expect("slot lock");
-            let state = &mut *guard;
-            if state.free > 0 && state.turns.is_empty() {
-                state.free -= 1;
-                return SlotPermit {
-                    slots: Some(self.clone()),
-                };
-            }
-            let (tx, rx) = oneshot::channel();
-            let queue = state.waiting.entry(registration.to_owned()).or_default();
-            if queue.is_empty() {
-                state.turns.push_back(registration.to_owned());
-            }
-            queue.push_back(tx);
-            rx
-        };
-        // A permit handed over is never lost: were this future dropped, the
-        // permit in the channel would be dropped and give its slot back.
-        waiter.await.expect("the slots outlive their waiters")
+    /// A free slot if nobody waits, else a place in `registration`'s queue.
+    fn take_or_queue(self: &Arc<Self>, registration: &str) -> Result<SlotPermit, oneshot::Receiver<SlotPermit>> {
+        let mut state = self.state.lock().expect("slot lock");
+        if state.free > 0 && state.turns.is_empty() {
+            state.free -= 1;
+            return Ok(state.grant(self, registration));
+        }
+        Err(state.enqueue(registration))
     }
 
-    /// Gives a slot to the next registration in turn, or frees it.
-    fn release(self: &Arc<Self>) {
+    async fn acquire(self: Arc<Self>, registration: &str) -> SlotPermit {
+        match self.take_or_queue(registration) {
+            Ok(permit) => permit,
+            // A permit handed over is never lost: were this future dropped,
+            // the permit in the channel would be dropped and give its slot
+            // back.
+            Err(waiter) => waiter.await.expect("the slots outlive their waiters"),
+        }
+    }
+
+    /// [`FairSlots::acquire`] for a thread that may block (not a task).
+    fn acquire_blocking(self: Arc<Self>, registration: &str) -> SlotPermit {
+        match self.take_or_queue(registration) {
+            Ok(permit) => permit,
+            Err(waiter) => waiter.blocking_recv().expect("the slots outlive their waiters"),
+        }
+    }
+
+    /// Gives `held` to the next in line and waits for a slot again, queued
+    /// as a registration that holds one (behind the others).
+    fn pass_blocking(self: &Arc<Self>, held: SlotPermit) -> SlotPermit {
+        let waiter = self.state.lock().expect("slot lock").enqueue(&held.registration);
+        drop(held);
+        waiter.blocking_recv().expect("the slots outlive their waiters")
+    }
+
+    /// Whether any registration waits for a slot.
+    fn has_waiters(&self) -> bool {
+        !self.state.lock().expect("slot lock").turns.is_empty()
+    }
+
+    /// `registration` gives a slot back: it goes to the next registration in
+    /// turn, or is freed.
+    fn release(self: &Arc<Self>, registration: &str) {
         let mut guard = self.state.lock().expect("slot lock");
         let state = &mut *guard;
-        while let Some(registration) = state.turns.pop_front() {
-            let Some(queue) = state.waiting.get_mut(&registration) else {
+        state.give_back(registration);
+        while let Some(next) = state.turns.pop_front() {
+            let Some(queue) = state.waiting.get_mut(&next) else {
                 continue;
             };
-            let next = queue.pop_front();
+            let waiter = queue.pop_front();
             if queue.is_empty() {
-                state.waiting.remove(&registration);
+                state.waiting.remove(&next);
             } else {
-                state.turns.push_back(registration);
+                state.turns.push_back(next.clone());
             }
-            if let Some(tx) = next {
-                let permit = SlotPermit {
-                    slots: Some(self.clone()),
-                };
+            if let Some(tx) = waiter {
+                let permit = state.grant(self, &next);
                 match tx.send(permit) {
                     Ok(()) => return,
                     // The waiter gave up: disarm the permit, try the next.
-                    Err(mut permit) => permit.slots = None,
+                    Err(mut permit) => {
+                        permit.slots = None;
+                        state.give_back(&next);
+                    }
                 }
             }
         }
@@ -190,9 +326,18 @@ impl FairSlots {
 mod tests {
     use super::*;
 
+    fn gate(cpu_slots: usize, instances: usize, budget_mib: u32, memory_wait: Duration) -> CallGate {
+        CallGate::new(GateLimits {
+            cpu_slots,
+            instances,
+            budget_mib,
+            memory_wait,
+        })
+    }
+
     #[tokio::test]
-    async fn a_free_slot_goes_to_the_registrations_in_turn() {
-        let gate = CallGate::new(1, 1024, Duration::from_secs(1));
+    async fn a_free_instance_goes_to_the_registrations_in_turn() {
+        let gate = gate(1, 1, 1024, Duration::from_secs(1));
         let held = gate.enter("busy", 1 << 20).await.unwrap();
         // "busy" queues 20 calls, then "calm" one.
         let (done, mut order) = tokio::sync::mpsc::unbounded_channel();
@@ -228,7 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_waits_for_memory_then_fails_with_the_budget() {
-        let gate = CallGate::new(4, 100, Duration::from_millis(200));
+        let gate = gate(4, 4, 100, Duration::from_millis(200));
         let big = gate.enter("a", 80 << 20).await.unwrap();
         let err = gate.enter("b", 30 << 20).await.err().unwrap();
         assert!(
@@ -250,7 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_that_gives_up_loses_no_slot() {
-        let gate = CallGate::new(1, 1024, Duration::from_secs(1));
+        let gate = gate(1, 1, 1024, Duration::from_secs(1));
         let held = gate.enter("a", 1 << 20).await.unwrap();
         let waiting = tokio::spawn({
             let gate = gate.clone();
@@ -264,5 +409,48 @@ mod tests {
             .await
             .expect("the slot came back")
             .unwrap();
+    }
+
+    /// One CPU slot; "busy" has ten calls that run without end, passing
+    /// their turn at each quantum; "calm" then asks for a turn: holding none,
+    /// it gets the next, not one after all the busy calls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_registration_waiting_for_the_cpu_runs_next() {
+        let gate = gate(1, 16, 1024, Duration::from_secs(1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quanta = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut busy = Vec::new();
+        for _ in 0..10 {
+            let mut permit = gate.enter("busy", 1 << 20).await.unwrap();
+            let (stop, quanta) = (stop.clone(), quanta.clone());
+            busy.push(tokio::task::spawn_blocking(move || {
+                permit.take_turn();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    quanta.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    permit.pass_turn();
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut calm = gate.enter("calm", 1 << 20).await.unwrap();
+        let before = quanta.load(std::sync::atomic::Ordering::Relaxed);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || {
+                calm.take_turn();
+                quanta.load(std::sync::atomic::Ordering::Relaxed) - before
+            }),
+        )
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in busy {
+            task.await.unwrap();
+        }
+        let ran_after = waited.expect("the calm call got a turn").unwrap();
+        assert!(
+            ran_after <= 1,
+            "the calm call waited {ran_after} quanta of the busy ones for its turn"
+        );
     }
 }

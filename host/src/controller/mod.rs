@@ -27,7 +27,7 @@ mod reconcile;
 mod release;
 
 pub use apply::finalizer_patch;
-pub use gate::{CallGate, GateError};
+pub use gate::{CallGate, GateError, GateLimits};
 pub use identity::{ALLOWED_REGISTRATIONS, Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};
 pub use kinds::{KindError, ServedKind, resolve};
 

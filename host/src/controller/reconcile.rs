@@ -227,13 +227,9 @@ async fn call_plugin(
             .enter(&registration.name, plugin.limits().memory_bytes)
             .await?;
         let started = Instant::now();
-        // The call itself stops at the plugin's own deadline (epochs).
-        let result = tokio::task::spawn_blocking(move || {
-            let desired = plugin.reconcile(&request);
-            drop(permit);
-            desired
-        })
-        .await?;
+        // The call itself stops at the plugin's own deadline (epochs), and
+        // runs in the CPU turns the permit gives; the permit goes with it.
+        let result = tokio::task::spawn_blocking(move || plugin.reconcile_in_turn(&request, Box::new(permit))).await?;
         ctx.shared.metrics.plugin_called(&registration.name, started.elapsed());
         Ok(result?)
     };

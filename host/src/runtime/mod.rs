@@ -33,7 +33,9 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the engine's epoch advances: the resolution of deadlines.
+/// How often the engine's epoch advances: the resolution of deadlines, and
+/// the quantum after which a call sharing the CPU ([`CpuShare`]) lets
+/// another run.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How much of each pooled linear memory stays resident between calls. The
@@ -63,6 +65,22 @@ impl Default for Limits {
             response_bytes: 4 << 20,
         }
     }
+}
+
+/// A call's share of the CPU, when calls take turns: the call runs only
+/// while it holds a turn, and at the end of each quantum ([`EPOCH_TICK`])
+/// it lets a waiting call run. So a plugin that loops until its deadline
+/// slows the others by a share of the CPU, not by its whole deadline.
+///
+/// Both methods run on the thread executing the call and may block it.
+/// Whatever the value holds is given back when it is dropped, which
+/// happens when the call ends.
+pub trait CpuShare: Send + Sync + 'static {
+    /// Returns once the call may run; called before the instance starts.
+    fn take_turn(&mut self);
+    /// Called at the end of each quantum: if other calls wait, gives the
+    /// turn away and returns once the call may run again.
+    fn pass_turn(&mut self);
 }
 
 /// Engine-wide settings, fixed when the runtime starts.

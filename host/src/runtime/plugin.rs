@@ -6,11 +6,12 @@ use super::bindings::{Reconciler, ReconcilerPre};
 use super::contract::{Desired, PluginInfo, ReconcileRequest};
 use super::error::{RuntimeError, one_line};
 use super::sandbox::{LogRate, Sandbox};
-use super::{EPOCH_TICK, Limits, validate};
+use super::{CpuShare, EPOCH_TICK, Limits, validate};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use wasmtime::{Store, Trap};
+use std::time::Instant;
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// A loaded plugin. Cheap to clone; calls may run concurrently.
 #[derive(Clone)]
@@ -51,7 +52,7 @@ impl Plugin {
             ..limits
         };
         let log_rate = Arc::new(LogRate::default());
-        let info = call(&pre, &log_rate, module, "info", "", limits, |store, instance| {
+        let info = call(&pre, &log_rate, module, "info", "", limits, None, |store, instance| {
             instance.call_info(store)
         })?;
         let info = validate::plugin_info(module, info)?;
@@ -101,6 +102,19 @@ impl Plugin {
     /// Runs one reconcile and checks the response. Blocking: call it from
     /// a blocking thread in async code.
     pub fn reconcile(&self, req: &ReconcileRequest) -> Result<Desired, RuntimeError> {
+        self.reconcile_sharing(req, None)
+    }
+
+    /// [`Plugin::reconcile`], running only in the turns `share` gives.
+    pub fn reconcile_in_turn(&self, req: &ReconcileRequest, share: Box<dyn CpuShare>) -> Result<Desired, RuntimeError> {
+        self.reconcile_sharing(req, Some(share))
+    }
+
+    fn reconcile_sharing(
+        &self,
+        req: &ReconcileRequest,
+        share: Option<Box<dyn CpuShare>>,
+    ) -> Result<Desired, RuntimeError> {
         let identity = Identity::of(&req.parent);
         let namespace = identity.namespace.as_deref().filter(|ns| !ns.is_empty());
         let subject = identity.key();
@@ -132,6 +146,7 @@ impl Plugin {
             "reconcile",
             &subject,
             self.limits,
+            share,
             |store, instance| instance.call_reconcile(store, &wit_req),
         )?;
         validate::response(&self.inner.info, namespace, self.limits.response_bytes, response)
@@ -148,6 +163,7 @@ impl Plugin {
             "validate",
             &object_key(obj),
             self.limits,
+            None,
             |store, instance| instance.call_validate(store, &obj_text, old_text.as_ref()),
         )
     }
@@ -202,7 +218,8 @@ fn key(namespace: Option<&str>, name: &str) -> String {
 }
 
 /// Instantiates the module in a fresh store and makes one call, turning any
-/// failure into a [`RuntimeError`] that says what happened.
+/// failure into a [`RuntimeError`] that says what happened. With `share`,
+/// the call runs only in its turns (see [`CpuShare`]).
 #[allow(clippy::too_many_arguments)]
 fn call<R>(
     pre: &ReconcilerPre<Sandbox>,
@@ -211,6 +228,7 @@ fn call<R>(
     call: &'static str,
     subject: &str,
     limits: Limits,
+    share: Option<Box<dyn CpuShare>>,
     f: impl FnOnce(&mut Store<Sandbox>, &Reconciler) -> wasmtime::Result<R>,
 ) -> Result<R, RuntimeError> {
     let mut store = Store::new(
@@ -218,9 +236,30 @@ fn call<R>(
         Sandbox::new(plugin, subject, limits.memory_bytes, log_rate.clone()),
     );
     store.limiter(|sandbox| &mut sandbox.limiter);
-    let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) + 1;
-    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-    store.epoch_deadline_trap();
+    match share {
+        None => {
+            let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) + 1;
+            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+            store.epoch_deadline_trap();
+        }
+        Some(mut share) => {
+            let deadline = Instant::now() + limits.timeout;
+            share.take_turn();
+            // Each tick ends a quantum: past the deadline the call stops
+            // (as the trap above would), else it lets a waiting call run.
+            // The share is dropped with the store, when the call ends.
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() < deadline {
+                    share.pass_turn();
+                }
+                if Instant::now() >= deadline {
+                    return Err(Trap::Interrupt.into());
+                }
+                Ok(UpdateDeadline::Continue(1))
+            });
+            store.set_epoch_deadline(1);
+        }
+    }
 
     let instance = match pre.instantiate(&mut store) {
         Ok(instance) => instance,

@@ -79,6 +79,54 @@ fn an_endless_loop_hits_the_deadline() {
     assert!(err.to_string().contains("hostile"), "{err}");
 }
 
+/// Counts the turns a call takes and passes, and holds it in each passed
+/// turn for a while, as a busy gate would.
+struct CountingShare {
+    taken: Arc<std::sync::atomic::AtomicUsize>,
+    passed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CpuShare for CountingShare {
+    fn take_turn(&mut self) {
+        self.taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn pass_turn(&mut self) {
+        self.passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_loop_sharing_the_cpu_passes_its_turn_each_quantum_and_still_meets_its_deadline() {
+    let limits = Limits {
+        timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (taken, passed) = Default::default();
+    let share = CountingShare {
+        taken: Arc::clone(&taken),
+        passed: Arc::clone(&passed),
+    };
+    let started = Instant::now();
+    let err = hostile(limits)
+        .reconcile_in_turn(&request("loop"), Box::new(share))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, RuntimeError::Timeout { .. }), "{err}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+        "the deadline counts time waiting for turns too: took {took:?}"
+    );
+    let (taken, passed) = (
+        taken.load(std::sync::atomic::Ordering::Relaxed),
+        passed.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(taken, 1, "the call takes its first turn once");
+    // About one pass per 10 ms tick plus the 20 ms each pass waits.
+    assert!((8..=60).contains(&passed), "{passed} turns passed in {took:?}");
+}
+
 #[test]
 fn the_default_deadline_is_about_one_second() {
     let started = Instant::now();

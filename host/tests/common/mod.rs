@@ -5,8 +5,11 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
 mod deploy;
+mod tenants;
 #[allow(unused_imports)] // each test binary uses a part of it
 pub use deploy::apply_deploy;
+#[allow(unused_imports)] // each test binary uses a part of it
+pub use tenants::{onboard, tenant_registration_is};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -58,6 +58,17 @@ pub enum RuntimeError {
     /// The response is larger than the output limit.
     #[error("plugin {plugin}: response of {size} bytes exceeds the limit of {limit} bytes")]
     ResponseTooLarge { plugin: String, size: usize, limit: usize },
+    /// The response was so much larger than the output limit that copying
+    /// it out of the sandbox was stopped part way: it was never held whole.
+    #[error(
+        "plugin {plugin}: {call} returned more than {copy_limit} bytes (the response limit of {limit} bytes and room for its lists); the copy out of the sandbox was stopped"
+    )]
+    ResponseCopyStopped {
+        plugin: String,
+        call: &'static str,
+        limit: usize,
+        copy_limit: usize,
+    },
     /// The request (parent, children, related objects, config) is larger
     /// than half the plugin's memory limit: it could not be handed over.
     #[error("plugin {plugin}: request of {size} bytes exceeds the limit of {limit} bytes (half its memory limit)")]
@@ -86,7 +97,7 @@ impl RuntimeError {
             Self::Timeout { .. } => "PluginTimeout",
             Self::MemoryLimit { .. } => "PluginMemoryLimit",
             Self::Trap { .. } => "PluginTrapped",
-            Self::ResponseTooLarge { .. } => "ResponseTooLarge",
+            Self::ResponseTooLarge { .. } | Self::ResponseCopyStopped { .. } => "ResponseTooLarge",
             Self::TooManyChildren { .. } => "TooManyChildren",
             Self::RequestTooLarge { .. } => "RequestTooLarge",
             Self::InvalidResponse { .. } => "InvalidResponse",

@@ -236,6 +236,12 @@ fn call<R>(
         Sandbox::new(plugin, subject, limits.memory_bytes, log_rate.clone()),
     );
     store.limiter(|sandbox| &mut sandbox.limiter);
+    // Bounds what wasmtime copies out of the guest, its return value and
+    // the arguments of each host call alike: bytes of strings and lists,
+    // counted while they are copied. So a response far above the limit is
+    // stopped part way, never held whole; one just above it is refused by
+    // the exact check after.
+    store.set_hostcall_fuel(copy_limit(limits));
     match share {
         None => {
             let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) + 1;
@@ -276,6 +282,16 @@ fn call<R>(
     f(&mut store, &instance).map_err(|e| classify(&store, plugin, call, limits, e))
 }
 
+/// Bytes a call may copy out of its guest at once: the response limit and
+/// room for the host's side of its lists (children, conditions, events).
+fn copy_limit(limits: Limits) -> usize {
+    limits.response_bytes.saturating_add(1 << 20)
+}
+
+/// What wasmtime says when the guest hands over more than its copy limit
+/// (the error's type is private to wasmtime).
+const COPY_LIMIT_MESSAGE: &str = "too much data is being copied between the host and the guest";
+
 fn classify(
     store: &Store<Sandbox>,
     plugin: &str,
@@ -289,6 +305,17 @@ fn classify(
             plugin,
             call,
             limit_bytes: limits.memory_bytes,
+        };
+    }
+    if error
+        .chain()
+        .any(|cause| cause.to_string().contains(COPY_LIMIT_MESSAGE))
+    {
+        return RuntimeError::ResponseCopyStopped {
+            plugin,
+            call,
+            limit: limits.response_bytes,
+            copy_limit: copy_limit(limits),
         };
     }
     match error.downcast_ref::<Trap>() {

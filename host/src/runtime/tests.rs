@@ -182,10 +182,26 @@ fn garbage_json_is_a_decode_error() {
 }
 
 #[test]
-fn a_huge_response_is_refused() {
+fn a_huge_response_is_stopped_while_it_is_copied_out() {
+    // 8 MiB of children against a 4 MiB limit: the copy stops at 5 MiB.
     let err = run("huge-response").unwrap_err();
     assert!(
-        matches!(err, RuntimeError::ResponseTooLarge { limit, .. } if limit == 4 << 20),
+        matches!(err, RuntimeError::ResponseCopyStopped { limit, copy_limit, .. } if limit == 4 << 20 && copy_limit == 5 << 20),
+        "{err}"
+    );
+    assert_eq!(err.cause(), "ResponseTooLarge");
+}
+
+#[test]
+fn a_response_just_above_the_limit_is_copied_then_refused() {
+    // 8 MiB: under the copy limit (8.5 MiB), over the response limit.
+    let limits = Limits {
+        response_bytes: 15 << 19,
+        ..Limits::default()
+    };
+    let err = hostile(limits).reconcile(&request("huge-response")).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::ResponseTooLarge { size, limit, .. } if limit == 15 << 19 && size > limit),
         "{err}"
     );
 }

@@ -54,10 +54,11 @@ impl Reconciler for Hostile {
                 r.push_child(&json!("just a string"));
                 Ok(r)
             }
-            "huge-response" => {
+            "huge-response" | "giant-response" => {
                 let blob = "x".repeat(1 << 20);
                 let mut r = Response::new();
-                for i in 0..8 {
+                let mib = if mode == "huge-response" { 8 } else { 64 };
+                for i in 0..mib {
                     r.push_child(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("big-{i}")}, "data": {"blob": blob}}));
                 }
                 Ok(r)

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// The largest module accepted, after decompression.
-pub const MAX_MODULE_BYTES: usize = 32 << 20;
+pub use crate::runtime::MAX_MODULE_BYTES;
 /// How long a new watch may take to list its ConfigMap.
 const FIRST_LIST: Duration = Duration::from_secs(5);
 
@@ -175,12 +175,16 @@ async fn load(
         .and_then(|d| d.get(&module.key))
         .ok_or_else(|| refusal("ModuleNotFound", format!("{module}: no such key in binaryData")))?;
     let bytes = decode_module(&bytes.0).map_err(|r| refusal(r.reason, format!("{module}: {}", r.message)))?;
-    let runtime = runtime.clone();
-    let name = module.to_string();
-    tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, limits))
+    runtime
+        .load_off_thread(&module.to_string(), bytes, limits)
         .await
-        .map_err(|e| refusal("ModuleInvalid", format!("{module}: loading failed: {e}")))?
-        .map_err(|e: RuntimeError| refusal("ModuleInvalid", e.to_string()))
+        .map_err(|e: RuntimeError| {
+            let reason = match e {
+                RuntimeError::CompileTimeout { .. } => "CompileTimeout",
+                _ => "ModuleInvalid",
+            };
+            refusal(reason, e.to_string())
+        })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! polled, so adding, replacing or removing a file takes effect while the
 //! host runs (polling also sees ConfigMap volumes' symlink swaps).
 
-use crate::runtime::{Limits, Plugin, Runtime, RuntimeError};
+use crate::runtime::{Limits, MAX_MODULE_BYTES, Plugin, Runtime, RuntimeError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -66,7 +66,7 @@ impl PluginFolder {
             if self.files.get(&name).is_some_and(|(known, _)| *known == stamp) {
                 continue;
             }
-            let loaded = load(runtime, &path, &name, limits).await;
+            let loaded = load(runtime, &path, &name, stamp.len, limits).await;
             match &loaded {
                 Ok(plugin) => {
                     tracing::info!(file = %name, plugin = %plugin.info().name, digest = %plugin.digest(), "plugin loaded")
@@ -101,14 +101,44 @@ impl PluginFolder {
     }
 }
 
-async fn load(runtime: &Runtime, path: &Path, name: &str, limits: Limits) -> Result<Plugin, String> {
+async fn load(runtime: &Runtime, path: &Path, name: &str, size: u64, limits: Limits) -> Result<Plugin, String> {
+    // Not read at all when too large.
+    if size > MAX_MODULE_BYTES as u64 {
+        return Err(RuntimeError::ModuleTooLarge {
+            module: name.to_owned(),
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: MAX_MODULE_BYTES,
+        }
+        .to_string());
+    }
     let bytes = tokio::fs::read(path)
         .await
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let runtime = runtime.clone();
-    let module = name.to_owned();
-    tokio::task::spawn_blocking(move || runtime.load(&module, &bytes, limits))
+    runtime
+        .load_off_thread(name, bytes, limits)
         .await
-        .map_err(|e| format!("loading {name}: {e}"))?
         .map_err(|e: RuntimeError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeConfig;
+
+    #[tokio::test]
+    async fn a_file_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sparse: large, yet nothing to read.
+        let file = std::fs::File::create(dir.path().join("huge.wasm")).unwrap();
+        file.set_len(MAX_MODULE_BYTES as u64 + 1).unwrap();
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: 2,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let mut folder = PluginFolder::new(dir.path());
+        assert!(folder.refresh(&runtime, Limits::default()).await);
+        let refused = folder.get("huge.wasm").unwrap_err();
+        assert!(refused.contains("more than the limit of 33554432"), "{refused}");
+    }
 }

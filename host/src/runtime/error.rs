@@ -25,6 +25,13 @@ pub enum RuntimeError {
     /// The bytes are not a WebAssembly component wasmtime can compile.
     #[error("module {module} is not a valid WebAssembly component: {reason}")]
     Compile { module: String, reason: String },
+    /// The module is larger than the runtime compiles.
+    #[error("module {module} has {size} bytes, more than the limit of {limit}")]
+    ModuleTooLarge { module: String, size: usize, limit: usize },
+    /// The module did not compile within the deadline (waiting for other
+    /// compiles included).
+    #[error("module {module} did not compile within {deadline:?}")]
+    CompileTimeout { module: String, deadline: Duration },
     /// The component does not implement the world this host links.
     #[error("module {module} does not implement trellis:reconciler@0.1.0: {reason}")]
     Incompatible { module: String, reason: String },
@@ -91,6 +98,8 @@ impl RuntimeError {
         match self {
             Self::Engine(_) => "Engine",
             Self::Compile { .. } => "CompileFailed",
+            Self::ModuleTooLarge { .. } => "ModuleTooLarge",
+            Self::CompileTimeout { .. } => "CompileTimeout",
             Self::Incompatible { .. } => "IncompatibleModule",
             Self::InvalidInfo { .. } => "InvalidInfo",
             Self::Instantiate { .. } => "InstantiateFailed",

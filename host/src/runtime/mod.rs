@@ -33,6 +33,13 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// The largest module the runtime compiles, in bytes.
+pub const MAX_MODULE_BYTES: usize = 32 << 20;
+
+/// How long [`Runtime::load_off_thread`] waits for a module to compile
+/// (compiles run one at a time, so waiting for a turn counts too).
+pub const COMPILE_DEADLINE: Duration = Duration::from_secs(180);
+
 /// How often the engine's epoch advances: the resolution of deadlines, and
 /// the quantum after which a call sharing the CPU ([`CpuShare`]) lets
 /// another run.
@@ -118,6 +125,10 @@ struct RuntimeInner {
     linker: Linker<Sandbox>,
     config: RuntimeConfig,
     cache: Option<Cache>,
+    /// Held while a module compiles: one compile at a time, so modules
+    /// arriving together (or a huge one) take the cores of one compile
+    /// (wasmtime's parallel compilation), not of all at once.
+    compiling: std::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -164,6 +175,7 @@ impl Runtime {
                 linker,
                 config,
                 cache,
+                compiling: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -182,12 +194,53 @@ impl Runtime {
         &self.inner.engine
     }
 
-    /// Compiles a module. `module` names it in errors (a file or ConfigMap).
+    /// Compiles a module, once no other compile runs. `module` names it in
+    /// errors (a file or ConfigMap). Blocking.
     pub fn compile(&self, module: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
-        Component::new(&self.inner.engine, bytes).map_err(|e| RuntimeError::Compile {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(RuntimeError::ModuleTooLarge {
+                module: module.to_owned(),
+                size: bytes.len(),
+                limit: MAX_MODULE_BYTES,
+            });
+        }
+        // A compile that panicked leaves nothing behind to protect.
+        let _turn = self
+            .inner
+            .compiling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let started = std::time::Instant::now();
+        let compiled = Component::new(&self.inner.engine, bytes).map_err(|e| RuntimeError::Compile {
             module: module.to_owned(),
             reason: error::one_line(&e),
-        })
+        });
+        tracing::debug!(
+            module,
+            bytes = bytes.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "module compiled"
+        );
+        compiled
+    }
+
+    /// [`Runtime::load`] on a blocking thread, waiting at most
+    /// [`COMPILE_DEADLINE`]. A compile cannot be interrupted: one past the
+    /// deadline goes on in the background, its result dropped.
+    pub async fn load_off_thread(&self, module: &str, bytes: Vec<u8>, limits: Limits) -> Result<Plugin, RuntimeError> {
+        let (runtime, name) = (self.clone(), module.to_owned());
+        let loading = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, limits));
+        match tokio::time::timeout(COMPILE_DEADLINE, loading).await {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(panicked)) => Err(RuntimeError::Compile {
+                module: module.to_owned(),
+                reason: format!("the compile failed: {panicked}"),
+            }),
+            Err(_) => Err(RuntimeError::CompileTimeout {
+                module: module.to_owned(),
+                deadline: COMPILE_DEADLINE,
+            }),
+        }
     }
 
     /// Compiles a module, links it and asks it for its `info`.

@@ -318,3 +318,14 @@ fn the_digest_is_the_sha256_of_the_module() {
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
 }
+
+#[test]
+fn a_module_over_the_size_limit_is_not_compiled() {
+    let mut bytes = guest_bytes("trellis-test-hostile");
+    bytes.resize(MAX_MODULE_BYTES + 1, 0);
+    let err = runtime().load("huge.wasm", &bytes, Limits::default()).unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::ModuleTooLarge { module, size, limit } if module == "huge.wasm" && *size == MAX_MODULE_BYTES + 1 && *limit == MAX_MODULE_BYTES),
+        "{err}"
+    );
+}

@@ -61,6 +61,9 @@ pub struct HostOptions {
     pub memory_wait: Duration,
 }
 
+/// How long the registry waits after a change for more before it syncs.
+const COALESCE_CHANGES: Duration = Duration::from_millis(100);
+
 /// Instances of the pool beyond the calls admitted, for loading modules.
 const SPARE_INSTANCES: usize = 8;
 
@@ -166,11 +169,13 @@ pub async fn run_host(
                 stopped,
             ));
             registry = Some(RegistryTask { task, stop });
+            shared.metrics.set_leading(true);
         } else if !lead {
             if let Some(task) = registry.take() {
                 // Another replica may lead soon: stop now, not gracefully.
                 task.task.abort();
                 let _ = task.task.await;
+                shared.metrics.set_leading(false);
                 tracing::warn!("not leading: controllers stopped");
             }
             if decided {
@@ -214,16 +219,22 @@ struct RegistryTask {
     stop: watch::Sender<bool>,
 }
 
-/// Brings the registry in line every `poll`, in a task of its own: a slow
+/// Brings the registry in line whenever a registration or a module
+/// ConfigMap changes (a few at once are taken together), and every `poll`
+/// (the plugins folder, kinds not served yet), in a task of its own: a slow
 /// sync delays nothing else. Aborting the task drops the registry and so
 /// stops every controller at once; `stop` stops them gracefully.
 async fn keep_registry(mut registry: Registry, poll: Duration, ready: Readiness, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let changes = registry.changes();
     loop {
         tokio::select! {
             () = async {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = changes.notified() => tokio::time::sleep(COALESCE_CHANGES).await,
+                }
                 registry.sync().await;
                 ready.set_ready();
             } => {}

@@ -47,6 +47,8 @@ pub struct Metrics {
     events_dropped: Family<PluginLabel, Counter>,
     /// Module compiles served from the on-disk cache, and the ones that missed.
     module_cache: Family<CacheLabel, Gauge>,
+    /// 1 while this replica runs the controllers, else 0.
+    leading: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,9 +112,16 @@ impl Metrics {
             "Module compiles since the start, served from the on-disk cache (hit) or not (miss)",
             module_cache.clone(),
         );
+        let leading = Gauge::default();
+        registry.register(
+            "leading",
+            "1 while this replica leads and runs the controllers, 0 once they are stopped",
+            leading.clone(),
+        );
         Self {
             events_dropped,
             module_cache,
+            leading,
             registry: Arc::new(registry),
             reconciles,
             errors,
@@ -180,6 +189,11 @@ impl Metrics {
                 .get_or_create(&Self::plugin(plugin))
                 .inc_by(n as u64);
         }
+    }
+
+    /// Whether this replica runs the controllers now.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.set(i64::from(leading));
     }
 
     /// The module cache's hits and misses since the start.

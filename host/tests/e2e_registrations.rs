@@ -54,7 +54,13 @@ async fn registrations_and_failing_plugins() {
         json!({"module": {"file": "pinned.wasm", "sha256": "0".repeat(64)}}),
     )
     .await;
-    let _host = TestHost::start_in(&ns, plugins, |o| o).await;
+    // No polling to speak of: every change below takes effect because the
+    // registry wakes on the watches of registrations and module ConfigMaps.
+    let _host = TestHost::start_in(&ns, plugins, |mut o| {
+        o.poll = std::time::Duration::from_secs(3600);
+        o
+    })
+    .await;
 
     // The registration serves and reports its digest.
     let digest =

@@ -13,7 +13,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// The largest module accepted, after decompression.
@@ -73,15 +75,18 @@ struct Loaded {
 /// The ConfigMap modules the registrations refer to.
 pub struct ConfigMapModules {
     client: kube::Client,
+    /// Notified on every change of a watched ConfigMap.
+    changed: Arc<Notify>,
     watched: BTreeMap<(String, String), Watched>,
     loaded: BTreeMap<ConfigMapModule, Loaded>,
 }
 
 impl ConfigMapModules {
-    /// None watched yet.
-    pub fn new(client: kube::Client) -> Self {
+    /// None watched yet; every change of one watched later notifies `changed`.
+    pub fn new(client: kube::Client, changed: Arc<Notify>) -> Self {
         Self {
             client,
+            changed,
             watched: BTreeMap::new(),
             loaded: BTreeMap::new(),
         }
@@ -149,11 +154,13 @@ impl ConfigMapModules {
         let store = writer.as_reader();
         let stream = reflector::reflector(writer, watcher(api, config).default_backoff()).applied_objects();
         let what = format!("{namespace}/{name}");
+        let changed = self.changed.clone();
         let task = tokio::spawn(async move {
             stream
                 .for_each(|event| {
-                    if let Err(e) = event {
-                        tracing::debug!(config_map = %what, error = %e, "watch of a module ConfigMap");
+                    match event {
+                        Ok(_) => changed.notify_one(),
+                        Err(e) => tracing::debug!(config_map = %what, error = %e, "watch of a module ConfigMap"),
                     }
                     std::future::ready(())
                 })

@@ -43,6 +43,8 @@ use kube::runtime::events::Recorder;
 use report::Readiness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::Notify;
 use watched::Watched;
 
 /// The registry's finalizer on a registration object that served: it comes
@@ -67,6 +69,8 @@ pub struct Registry {
     cluster_watch: Watched<ClusterReconcilerPlugin>,
     tenant_watch: Watched<ReconcilerPlugin>,
     recorder: Recorder,
+    /// Notified when a registration or a module ConfigMap changes.
+    changed: Arc<Notify>,
     /// The last registration that served, per declaration key.
     last_good: BTreeMap<String, Registration>,
     /// The declarations of the last sync: cluster ones, then tenants'.
@@ -90,11 +94,13 @@ impl Registry {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
+        let changed = Arc::new(Notify::new());
         Self {
             cluster_declarations: Api::all(client.clone()),
-            cluster_watch: Watched::start(Api::all(client.clone())),
-            tenant_watch: Watched::start(tenant_declarations),
-            config_maps: ConfigMapModules::new(client.clone()),
+            cluster_watch: Watched::start(Api::all(client.clone()), changed.clone()),
+            tenant_watch: Watched::start(tenant_declarations, changed.clone()),
+            config_maps: ConfigMapModules::new(client.clone(), changed.clone()),
+            changed,
             recorder: Recorder::new(client, shared.reporter.clone()),
             last_good: BTreeMap::new(),
             settings,
@@ -114,6 +120,12 @@ impl Registry {
     pub async fn shut_down(&mut self, within: std::time::Duration) {
         let running = std::mem::take(&mut self.running);
         futures::future::join_all(running.into_values().map(|c| c.shut_down(within))).await;
+    }
+
+    /// Notified whenever a registration object or a module ConfigMap
+    /// changes: time to [`Registry::sync`] again.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     /// Parent kinds with a running controller.

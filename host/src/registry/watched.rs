@@ -1,7 +1,8 @@
 //! The registration objects of one kind, kept by a watch instead of a LIST
 //! on every sync: a reflector store fed in the background, which keeps the
 //! last known objects across watch failures and knows when the kind's CRD
-//! is not installed.
+//! is not installed. Every change wakes the registry (`changed`), so a
+//! registration takes effect at once, not at the next poll.
 
 use super::declared::Declaration;
 use futures::{FutureExt, StreamExt};
@@ -11,6 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How long the first sync waits for the first list of a registration kind.
@@ -31,8 +33,8 @@ impl<K> Watched<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    /// Starts watching `api`.
-    pub fn start(api: Api<K>) -> Self {
+    /// Starts watching `api`; each change notifies `changed`.
+    pub fn start(api: Api<K>, changed: Arc<Notify>) -> Self {
         let kind = K::kind(&()).into_owned();
         let writer = reflector::store::Writer::default();
         let store = writer.as_reader();
@@ -49,6 +51,7 @@ where
                         if flag.swap(false, Ordering::Relaxed) {
                             tracing::info!(%kind, "the CRD is installed: reading registrations of this kind");
                         }
+                        changed.notify_one();
                     }
                     Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if status.code == 404 => {
                         if !flag.swap(true, Ordering::Relaxed) {

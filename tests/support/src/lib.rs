@@ -21,6 +21,7 @@ pub mod certs;
 mod env;
 pub mod kwok;
 pub mod process;
+pub mod proxy;
 mod shared;
 pub mod wait;
 

@@ -344,11 +344,7 @@ async fn tenant_ceiling_and_consent(admin: &kube::Client) -> TestNamespace {
         &team,
         "greeter-plugin",
         json!({}),
-        json!([
-            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters"], "verbs": ["get", "list", "watch", "patch", "update"]},
-            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-        ]),
+        greeter_tenant_rules(),
         "greeter",
         "trellis-test-greeter-v1",
     )

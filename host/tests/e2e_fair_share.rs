@@ -97,11 +97,7 @@ async fn looping_tenants_leave_another_its_share_of_the_cpu() {
         &calm,
         "greeter-plugin",
         json!({}),
-        json!([
-            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters"], "verbs": ["get", "list", "watch", "patch", "update"]},
-            {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-        ]),
+        greeter_tenant_rules(),
         "greeter",
         "trellis-test-greeter-v1",
     )

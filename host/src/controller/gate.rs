@@ -2,10 +2,10 @@
 //! registration makes it.
 //!
 //! - **Instances.** At most `instances` calls are admitted at once: each
-//!   holds a sandbox of the instance pool, which is sized a little above,
-//!   so no registration's calls can leave another without one. A free one
-//!   goes to the registrations waiting in turn (round robin), not to
-//!   whoever asked first.
+//!   holds a sandbox of the instance pool, which is sized a little above.
+//!   One registration holds at most half of them, so it cannot leave the
+//!   others without. A free one goes to the registrations waiting in turn
+//!   (round robin), not to whoever asked first.
 //! - **Memory budget.** A call is admitted only when its memory limit fits
 //!   in what the calls admitted leave of the host-wide budget; it waits at
 //!   most a bounded time, then fails with [`GateError::MemoryBudget`].
@@ -130,8 +130,8 @@ impl CallGate {
     /// A gate with `limits`.
     pub fn new(limits: GateLimits) -> Self {
         Self {
-            instances: Arc::new(FairSlots::new(limits.instances.max(1))),
-            cpu: Arc::new(FairSlots::new(limits.cpu_slots.max(1))),
+            instances: Arc::new(FairSlots::new(limits.instances.max(1), (limits.instances / 2).max(1))),
+            cpu: Arc::new(FairSlots::new(limits.cpu_slots.max(1), limits.cpu_slots.max(1))),
             memory: Arc::new(Semaphore::new(limits.budget_mib as usize)),
             budget_mib: limits.budget_mib,
             memory_wait: limits.memory_wait,
@@ -168,11 +168,13 @@ impl CallGate {
 }
 
 /// A counting semaphore whose waiters are served one registration at a time
-/// in turn. A registration holding no slot goes to the head of the line when
-/// it starts to wait: one that has been idle runs next, before those that
-/// hold slots already and want more.
+/// in turn, each registration holding at most `per_registration` slots. A
+/// registration holding no slot goes to the head of the line when it starts
+/// to wait: one that has been idle runs next, before those that hold slots
+/// already and want more.
 struct FairSlots {
     total: usize,
+    per_registration: usize,
     state: Mutex<SlotState>,
 }
 
@@ -188,8 +190,13 @@ struct SlotState {
 }
 
 impl SlotState {
-    /// Gives a slot to `registration`; `slots` is where it goes back.
+    fn held(&self, registration: &str) -> usize {
+        self.held.get(registration).copied().unwrap_or(0)
+    }
+
+    /// Gives a free slot to `registration`; `slots` is where it goes back.
     fn grant(&mut self, slots: &Arc<FairSlots>, registration: &str) -> SlotPermit {
+        self.free -= 1;
         *self.held.entry(registration.to_owned()).or_default() += 1;
         SlotPermit {
             slots: Some(slots.clone()),
@@ -199,6 +206,7 @@ impl SlotState {
 
     /// `registration` gives a slot back.
     fn give_back(&mut self, registration: &str) {
+        self.free += 1;
         if let Some(held) = self.held.get_mut(registration) {
             *held -= 1;
             if *held == 0 {
@@ -211,9 +219,10 @@ impl SlotState {
     /// if it holds no slot.
     fn enqueue(&mut self, registration: &str) -> oneshot::Receiver<SlotPermit> {
         let (tx, rx) = oneshot::channel();
+        let holds = self.held.contains_key(registration);
         let queue = self.waiting.entry(registration.to_owned()).or_default();
         if queue.is_empty() {
-            if self.held.contains_key(registration) {
+            if holds {
                 self.turns.push_back(registration.to_owned());
             } else {
                 self.turns.push_front(registration.to_owned());
@@ -221,6 +230,34 @@ impl SlotState {
         }
         queue.push_back(tx);
         rx
+    }
+
+    /// Hands free slots to waiters: each to the first registration in turn
+    /// that holds fewer than `per_registration`, which then goes to the back.
+    fn dispatch(&mut self, slots: &Arc<FairSlots>) {
+        while self.free > 0 {
+            let Some(at) = self.turns.iter().position(|r| self.held(r) < slots.per_registration) else {
+                return;
+            };
+            let next = self.turns.remove(at).expect("a position in the turns");
+            let Some(queue) = self.waiting.get_mut(&next) else {
+                continue;
+            };
+            let waiter = queue.pop_front();
+            if queue.is_empty() {
+                self.waiting.remove(&next);
+            } else {
+                self.turns.push_back(next.clone());
+            }
+            if let Some(tx) = waiter {
+                let permit = self.grant(slots, &next);
+                if let Err(mut permit) = tx.send(permit) {
+                    // The waiter gave up: disarm the permit, try the next.
+                    permit.slots = None;
+                    self.give_back(&next);
+                }
+            }
+        }
     }
 }
 
@@ -239,9 +276,10 @@ impl Drop for SlotPermit {
 }
 
 impl FairSlots {
-    fn new(total: usize) -> Self {
+    fn new(total: usize, per_registration: usize) -> Self {
         Self {
             total,
+            per_registration,
             state: Mutex::new(SlotState {
                 free: total,
                 ..SlotState::default()
@@ -249,14 +287,17 @@ impl FairSlots {
         }
     }
 
-    /// A free slot if nobody waits, else a place in `registration`'s queue.
+    /// A free slot if nobody waits and `registration` may hold another,
+    /// else a place in its queue.
     fn take_or_queue(self: &Arc<Self>, registration: &str) -> Result<SlotPermit, oneshot::Receiver<SlotPermit>> {
         let mut state = self.state.lock().expect("slot lock");
-        if state.free > 0 && state.turns.is_empty() {
-            state.free -= 1;
+        if state.free > 0 && state.turns.is_empty() && state.held(registration) < self.per_registration {
             return Ok(state.grant(self, registration));
         }
-        Err(state.enqueue(registration))
+        let waiter = state.enqueue(registration);
+        // Registrations ahead may all be at their share while slots are free.
+        state.dispatch(self);
+        Err(waiter)
     }
 
     async fn acquire(self: Arc<Self>, registration: &str) -> SlotPermit {
@@ -291,34 +332,11 @@ impl FairSlots {
     }
 
     /// `registration` gives a slot back: it goes to the next registration in
-    /// turn, or is freed.
+    /// turn, or stays free.
     fn release(self: &Arc<Self>, registration: &str) {
-        let mut guard = self.state.lock().expect("slot lock");
-        let state = &mut *guard;
+        let mut state = self.state.lock().expect("slot lock");
         state.give_back(registration);
-        while let Some(next) = state.turns.pop_front() {
-            let Some(queue) = state.waiting.get_mut(&next) else {
-                continue;
-            };
-            let waiter = queue.pop_front();
-            if queue.is_empty() {
-                state.waiting.remove(&next);
-            } else {
-                state.turns.push_back(next.clone());
-            }
-            if let Some(tx) = waiter {
-                let permit = state.grant(self, &next);
-                match tx.send(permit) {
-                    Ok(()) => return,
-                    // The waiter gave up: disarm the permit, try the next.
-                    Err(mut permit) => {
-                        permit.slots = None;
-                        state.give_back(&next);
-                    }
-                }
-            }
-        }
-        state.free += 1;
+        state.dispatch(self);
     }
 }
 
@@ -416,7 +434,7 @@ mod tests {
     /// it gets the next, not one after all the busy calls.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_registration_waiting_for_the_cpu_runs_next() {
-        let gate = gate(1, 16, 1024, Duration::from_secs(1));
+        let gate = gate(1, 32, 1024, Duration::from_secs(1));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let quanta = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut busy = Vec::new();
@@ -452,5 +470,38 @@ mod tests {
             ran_after <= 1,
             "the calm call waited {ran_after} quanta of the busy ones for its turn"
         );
+    }
+
+    /// Four instances: "greedy" gets two (half) and waits for more while
+    /// two stay free, which "other" then takes at once.
+    #[tokio::test]
+    async fn one_registration_holds_at_most_half_the_instances() {
+        let gate = gate(4, 4, 1024, Duration::from_secs(1));
+        let _first = gate.enter("greedy", 1 << 20).await.unwrap();
+        let _second = gate.enter("greedy", 1 << 20).await.unwrap();
+        let third = tokio::time::timeout(Duration::from_millis(200), gate.enter("greedy", 1 << 20)).await;
+        assert!(third.is_err(), "a registration took more than half the instances");
+        let greedy_waits = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter("greedy", 1 << 20).await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        // Free instances and a capped registration waiting ahead: the
+        // other registration is not kept behind it.
+        let _a = tokio::time::timeout(Duration::from_secs(1), gate.enter("other", 1 << 20))
+            .await
+            .expect("the other registration got a free instance")
+            .unwrap();
+        let _b = tokio::time::timeout(Duration::from_secs(1), gate.enter("other", 1 << 20))
+            .await
+            .expect("and a second")
+            .unwrap();
+        // Once "greedy" gives one back, its waiter gets it.
+        drop(_first);
+        tokio::time::timeout(Duration::from_secs(1), greedy_waits)
+            .await
+            .expect("greedy's waiter got the instance given back")
+            .unwrap()
+            .unwrap();
     }
 }

@@ -51,3 +51,13 @@ pub async fn tenant_registration_is(ns: &TestNamespace, name: &str, status: &str
     )
     .await
 }
+
+/// The Role a tenant of the greeter test plugins needs: its Greeters and
+/// their status, and the ConfigMaps it makes.
+pub fn greeter_tenant_rules() -> Value {
+    json!([
+        {"apiGroups": ["test.trellis.dev"], "resources": ["greeters"], "verbs": ["get", "list", "watch", "patch", "update"]},
+        {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+    ])
+}

@@ -261,28 +261,14 @@ fn rss_mib() -> (u64, u64) {
 async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team: &TestNamespace) -> TestNamespace {
     install_crd(admin, &crd_from_yaml(HOSTILE_CRD)).await;
     let bombers = TestNamespace::create("bombers").await;
-    onboard(
+    onboard_hostile(
         admin,
         &bombers,
         "bomber",
         json!({"trellis.dev/allowed-registrations": "*"}),
-        json!([
-            {"apiGroups": ["test.trellis.dev"], "resources": ["hostiles", "hostiles/status"], "verbs": ["get", "list", "watch", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-        ]),
-        "bomber",
-        "trellis-test-hostile",
+        json!({"memoryMib": 256, "timeoutMs": 5000, "maxConcurrentReconciles": 8}),
     )
     .await;
-    let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), bombers.name());
-    let narrowed = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {
-        "children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "related": [],
-        "limits": {"memoryMib": 256, "timeoutMs": 5000, "maxConcurrentReconciles": 8}}});
-    registrations
-        .patch("bomber", &PatchParams::apply("bombers"), &Patch::Apply(narrowed))
-        .await
-        .unwrap();
-    tenant_registration_is(&bombers, "bomber", "True", "Serving").await;
 
     let (before, _) = rss_mib();
     let hostiles = hostile_api(&bombers);

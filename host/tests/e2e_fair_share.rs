@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use trellis::crd::ReconcilerPlugin;
 use trellis_testenv::TestNamespace;
 use trellis_testenv::wait::{crd_from_yaml, install_crd};
 
@@ -112,27 +110,14 @@ async fn looping_tenants_leave_another_its_share_of_the_cpu() {
     let mut loopers = Vec::new();
     for t in 0..LOOPING_TENANTS {
         let team = TestNamespace::create(&format!("looper-{t}")).await;
-        onboard(
+        onboard_hostile(
             &admin,
             &team,
             "looper",
             json!({}),
-            json!([
-                {"apiGroups": ["test.trellis.dev"], "resources": ["hostiles", "hostiles/status"], "verbs": ["get", "list", "watch", "patch", "update"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-            ]),
-            "looper",
-            "trellis-test-hostile",
+            json!({"timeoutMs": LOOP_DEADLINE_MS, "maxConcurrentReconciles": 8}),
         )
         .await;
-        let narrowed = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {
-            "children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "related": [],
-            "limits": {"timeoutMs": LOOP_DEADLINE_MS, "maxConcurrentReconciles": 8}}});
-        kube::Api::<ReconcilerPlugin>::namespaced(admin.clone(), team.name())
-            .patch("looper", &PatchParams::apply("loopers"), &Patch::Apply(narrowed))
-            .await
-            .unwrap();
-        tenant_registration_is(&team, "looper", "True", "Serving").await;
         loopers.push(team);
     }
     for team in &loopers {

@@ -2,6 +2,7 @@
 //! of its namespace, and a packed module registered to act as it.
 
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use trellis::crd::ReconcilerPlugin;
 use trellis::pack::{PackInput, pack};
@@ -60,4 +61,23 @@ pub fn greeter_tenant_rules() -> Value {
         {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
     ])
+}
+
+/// The hostile test plugin onboarded as the tenant `name` of `ns` (its
+/// ServiceAccount, with `annotations`, may run its Hostiles and write
+/// ConfigMaps), narrowed to ConfigMap children with `limits`; returns once
+/// it serves.
+pub async fn onboard_hostile(admin: &kube::Client, ns: &TestNamespace, name: &str, annotations: Value, limits: Value) {
+    let rules = json!([
+        {"apiGroups": ["test.trellis.dev"], "resources": ["hostiles", "hostiles/status"], "verbs": ["get", "list", "watch", "patch", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+    ]);
+    onboard(admin, ns, name, annotations, rules, name, "trellis-test-hostile").await;
+    let narrowed = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {
+        "children": [{"apiVersion": "v1", "kind": "ConfigMap"}], "related": [], "limits": limits}});
+    Api::<ReconcilerPlugin>::namespaced(admin.clone(), ns.name())
+        .patch(name, &PatchParams::apply("platform-team"), &Patch::Apply(narrowed))
+        .await
+        .unwrap_or_else(|e| panic!("narrowing {name}: {e}"));
+    tenant_registration_is(ns, name, "True", "Serving").await;
 }

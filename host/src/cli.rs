@@ -57,6 +57,10 @@ pub struct PackArgs {
     /// ServiceAccount of the namespace (a ClusterReconcilerPlugin without).
     #[arg(long)]
     pub service_account: Option<String>,
+    /// For a ClusterReconcilerPlugin: the ServiceAccount it acts as,
+    /// NAMESPACE/NAME (default: trellis-plugin-<name> of the host's namespace).
+    #[arg(long, conflicts_with = "service_account")]
+    pub service_account_ref: Option<String>,
     /// Compress the module even when it fits without.
     #[arg(long)]
     pub gzip: bool,
@@ -69,6 +73,7 @@ pub fn run_pack(args: PackArgs) -> Result<(), crate::pack::PackError> {
         name: args.name,
         namespace: args.namespace,
         service_account: args.service_account,
+        service_account_ref: args.service_account_ref,
         gzip: args.gzip,
     };
     print!("{}", crate::pack::pack(&input)?);

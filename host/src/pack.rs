@@ -32,6 +32,10 @@ pub struct PackInput {
     /// A tenant's ServiceAccount: register with a namespaced
     /// `ReconcilerPlugin` acting as it (a `ClusterReconcilerPlugin` when `None`).
     pub service_account: Option<String>,
+    /// For a `ClusterReconcilerPlugin`: the ServiceAccount it acts as,
+    /// `namespace/name` (`spec.serviceAccountRef`; without it,
+    /// `trellis-plugin-<name>` of the host's namespace).
+    pub service_account_ref: Option<String>,
     /// Compress even if the module would fit as it is.
     pub gzip: bool,
 }
@@ -49,6 +53,12 @@ pub enum PackError {
     TooLarge { path: PathBuf, size: usize },
     #[error("{0} is not a valid name (lowercase letters, digits and '-')")]
     BadName(String),
+    #[error("service account reference {0:?} is not NAMESPACE/NAME")]
+    BadServiceAccountRef(String),
+    #[error(
+        "a tenant's registration acts as its --service-account; --service-account-ref is for cluster registrations"
+    )]
+    BothAccounts,
 }
 
 /// The YAML stream: the ConfigMap, then the registration.
@@ -58,6 +68,11 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
             return Err(PackError::BadName(name.clone()));
         }
     }
+    let account_ref = match (&input.service_account, &input.service_account_ref) {
+        (Some(_), Some(_)) => return Err(PackError::BothAccounts),
+        (_, Some(reference)) => Some(service_account_ref(reference)?),
+        _ => None,
+    };
     let bytes = std::fs::read(&input.module).map_err(|source| PackError::Read {
         path: input.module.clone(),
         source,
@@ -106,6 +121,9 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
             },
         },
     });
+    if let Some((namespace, name)) = account_ref {
+        registration["spec"]["serviceAccountRef"] = json!({"namespace": namespace, "name": name});
+    }
     if let Some(service_account) = &input.service_account {
         registration["kind"] = json!("ReconcilerPlugin");
         registration["metadata"]["namespace"] = json!(input.namespace);
@@ -120,6 +138,18 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
         out.push_str(&serde_yaml::to_string(&document).expect("YAML of JSON"));
     }
     Ok(out)
+}
+
+/// `namespace/name` of a ServiceAccount, checked.
+fn service_account_ref(reference: &str) -> Result<(&str, &str), PackError> {
+    match reference.split_once('/') {
+        Some((namespace, name))
+            if crate::runtime::is_dns_label(namespace) && crate::runtime::is_dns_subdomain(name) =>
+        {
+            Ok((namespace, name))
+        }
+        _ => Err(PackError::BadServiceAccountRef(reference.to_owned())),
+    }
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

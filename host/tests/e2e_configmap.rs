@@ -24,6 +24,7 @@ fn packed(ns: &TestNamespace, plugin_crate: &str, gzip: bool) -> String {
         name: REGISTRATION.into(),
         namespace: ns.name().into(),
         service_account: None,
+        service_account_ref: None,
         gzip,
     })
     .expect("the module packs")

@@ -54,6 +54,7 @@ async fn onboard(ns: &TestNamespace, name: &str, plugin_crate: &str, rules: Valu
         name: name.into(),
         namespace: ns.name().into(),
         service_account: Some(PLUGIN_SA.into()),
+        service_account_ref: None,
         gzip: false,
     })
     .expect("the module packs");

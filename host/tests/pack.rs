@@ -26,6 +26,7 @@ fn a_large_module_is_compressed_and_pinned_by_its_uncompressed_digest() {
         name: "msdeploy".into(),
         namespace: "platform".into(),
         service_account: None,
+        service_account_ref: None,
         gzip: false,
     })
     .unwrap();
@@ -69,6 +70,7 @@ fn a_small_module_is_stored_as_it_is() {
         name: "hostile".into(),
         namespace: "team-a".into(),
         service_account: None,
+        service_account_ref: None,
         gzip: false,
     })
     .unwrap();
@@ -124,4 +126,31 @@ fn with_a_service_account_it_registers_for_a_tenant() {
     assert_eq!(registration.spec.service_account_name, "greeter-plugin");
     let source = registration.spec.plugin.module.config_map.unwrap();
     assert_eq!((source.namespace.as_str(), source.name.as_str()), ("team-a", "greeter"));
+}
+
+#[test]
+fn with_a_service_account_ref_a_cluster_registration_acts_as_it() {
+    let pack_with = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["plugin", "pack", "--name", "greeter"])
+            .arg(guest_module("trellis-test-greeter-v1"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = pack_with(&["--service-account-ref", "platform/greeter-runner"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    let registration: trellis::crd::ClusterReconcilerPlugin = serde_json::from_value(docs[1].clone()).unwrap();
+    let account = registration.spec.service_account_ref.unwrap();
+    assert_eq!(
+        (account.namespace.as_str(), account.name.as_str()),
+        ("platform", "greeter-runner")
+    );
+
+    let bad = pack_with(&["--service-account-ref", "greeter-runner"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not NAMESPACE/NAME"));
+    let both = pack_with(&["--service-account-ref", "platform/x", "--service-account", "y"]);
+    assert!(!both.status.success(), "a registration cannot act as two accounts");
 }

@@ -52,29 +52,6 @@ const STEADY: Duration = Duration::from_secs(10);
 /// After a controller is ready, before the clock starts: its watches open.
 const SETTLE: Duration = Duration::from_secs(3);
 
-/// Server-side applies every object of a YAML stream of `deploy/`.
-async fn apply_manifest(client: &kube::Client, yaml: &str) {
-    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let object: serde_json::Value = serde::Deserialize::deserialize(document).expect("deploy/ YAML");
-        if object.is_null() {
-            continue;
-        }
-        let api_version = object["apiVersion"].as_str().expect("apiVersion");
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let kind = object["kind"].as_str().expect("kind");
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let name = object["metadata"]["name"].as_str().expect("name");
-        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(name, &PatchParams::apply("scale-bench").force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-    }
-}
-
 /// Whether the plugin reads the parent's Namespace: then it gives a
 /// ResourceQuota only to a namespace dedicated to one instance, never to the
 /// bench's namespace shared by N of them.
@@ -206,7 +183,7 @@ async fn main() {
         include_str!("../../../deploy/manager/namespace.yaml"),
         include_str!("../../../deploy/rbac/plugin_msdeploy_role.yaml"),
     ] {
-        apply_manifest(&client, manifest).await;
+        trellis_testenv::wait::apply_yaml_stream(&client, manifest, "scale-bench").await;
     }
     let plugins = tempfile::tempdir().expect("a plugins folder");
     std::fs::copy(&module, plugins.path().join("msdeploy.wasm")).expect("copying msdeploy.wasm");

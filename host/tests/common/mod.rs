@@ -284,25 +284,7 @@ spec:
 /// Server-side applies every document of a YAML stream (ConfigMaps and
 /// registrations, as `trellis plugin pack` prints them).
 pub async fn apply_yaml_stream(client: &kube::Client, yaml: &str) {
-    use kube::api::{ApiResource, GroupVersionKind};
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let value: Value = serde::Deserialize::deserialize(document).expect("YAML");
-        if value.is_null() {
-            continue;
-        }
-        let api_version = value["apiVersion"].as_str().expect("apiVersion");
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let kind = value["kind"].as_str().expect("kind");
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let name = value["metadata"]["name"].as_str().expect("name");
-        let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(name, &PatchParams::apply("test-admin").force(), &Patch::Apply(&value))
-            .await
-            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-    }
+    trellis_testenv::wait::apply_yaml_stream(client, yaml, "test-admin").await;
 }
 
 /// A registration kind: both carry the same status.

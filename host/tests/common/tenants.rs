@@ -36,6 +36,7 @@ pub async fn onboard(
         name: name.into(),
         namespace: ns.name().into(),
         service_account: Some(account.into()),
+        service_account_ref: None,
         gzip: false,
     })
     .expect("the module packs");

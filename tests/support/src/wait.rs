@@ -1,4 +1,5 @@
-//! Waiting in tests: poll until a condition holds, and install CRDs.
+//! Waiting in tests: poll until a condition holds, install CRDs, apply
+//! manifests.
 //!
 //! A test that times out fails with what it waited for and the last thing it
 //! saw, not just "timeout".
@@ -76,4 +77,32 @@ pub async fn install_crd(client: &kube::Client, crd: &CustomResourceDefinition) 
 /// If the text is not a CRD.
 pub fn crd_from_yaml(yaml: &str) -> CustomResourceDefinition {
     serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("not a CustomResourceDefinition: {e}"))
+}
+
+/// Applies every object of a YAML stream (server-side apply, forced, as
+/// `field_manager`), each to the namespace it names or cluster-wide.
+///
+/// # Panics
+/// On YAML that is no object with `apiVersion`, `kind` and a name, or when
+/// an apply fails.
+pub async fn apply_yaml_stream(client: &kube::Client, yaml: &str, field_manager: &str) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value: serde_json::Value = serde::Deserialize::deserialize(document).expect("YAML");
+        if value.is_null() {
+            continue;
+        }
+        let api_version = value["apiVersion"].as_str().expect("apiVersion");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let kind = value["kind"].as_str().expect("kind");
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let name = value["metadata"]["name"].as_str().expect("name");
+        let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&value))
+            .await
+            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    }
 }

@@ -325,16 +325,7 @@ async fn tenant_ceiling_and_consent(admin: &kube::Client) -> TestNamespace {
     let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), team.name());
     let limits = |memory_mib: u64| json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": {"limits": {"memoryMib": memory_mib}}});
     // Asked for from the start: it never serves with 1 GiB.
-    onboard(
-        admin,
-        &team,
-        "greeter-plugin",
-        json!({}),
-        greeter_tenant_rules(),
-        "greeter",
-        "trellis-test-greeter-v1",
-    )
-    .await;
+    onboard_greeter(admin, &team).await;
     registrations
         .patch(
             "greeter",

@@ -90,16 +90,7 @@ async fn looping_tenants_leave_another_its_share_of_the_cpu() {
 
     // The fifth tenant, alone: its calm figure.
     let calm = TestNamespace::create("calm").await;
-    onboard(
-        &admin,
-        &calm,
-        "greeter-plugin",
-        json!({}),
-        greeter_tenant_rules(),
-        "greeter",
-        "trellis-test-greeter-v1",
-    )
-    .await;
+    onboard_greeter(&admin, &calm).await;
     tenant_registration_is(&calm, "greeter", "True", "Serving").await;
     // Once to warm the caches and connections up, then measured.
     median_create_to_child(&calm, "warm-up").await;

@@ -9,7 +9,7 @@ mod tenants;
 #[allow(unused_imports)] // each test binary uses a part of it
 pub use deploy::apply_deploy;
 #[allow(unused_imports)] // each test binary uses a part of it
-pub use tenants::{greeter_tenant_rules, onboard, onboard_hostile, tenant_registration_is};
+pub use tenants::{onboard, onboard_greeter, onboard_hostile, tenant_registration_is};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

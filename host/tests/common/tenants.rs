@@ -54,9 +54,24 @@ pub async fn tenant_registration_is(ns: &TestNamespace, name: &str, status: &str
     .await
 }
 
+/// The greeter test plugin onboarded as the tenant `greeter` of `ns`,
+/// acting as its ServiceAccount `greeter-plugin` (no consent annotation).
+pub async fn onboard_greeter(admin: &kube::Client, ns: &TestNamespace) {
+    onboard(
+        admin,
+        ns,
+        "greeter-plugin",
+        json!({}),
+        greeter_tenant_rules(),
+        "greeter",
+        "trellis-test-greeter-v1",
+    )
+    .await;
+}
+
 /// The Role a tenant of the greeter test plugins needs: its Greeters and
 /// their status, and the ConfigMaps it makes.
-pub fn greeter_tenant_rules() -> Value {
+fn greeter_tenant_rules() -> Value {
     json!([
         {"apiGroups": ["test.trellis.dev"], "resources": ["greeters"], "verbs": ["get", "list", "watch", "patch", "update"]},
         {"apiGroups": ["test.trellis.dev"], "resources": ["greeters/status"], "verbs": ["get", "patch", "update"]},

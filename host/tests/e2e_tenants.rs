@@ -12,8 +12,8 @@
 mod common;
 
 use common::{
-    CLUSTER_RECONCILER_PLUGIN_CRD, GREETER_CRD, HOSTILE_CRD, RECONCILER_PLUGIN_CRD, SETTLE, TestHost,
-    apply_yaml_stream, counter, dynamic_api, eventually_ready_is, hostile, hostile_api,
+    CLUSTER_RECONCILER_PLUGIN_CRD, GREETER_CRD, HOSTILE_CRD, RECONCILER_PLUGIN_CRD, SETTLE, TestHost, counter,
+    dynamic_api, eventually_ready_is, hostile, hostile_api, tenant_registration_is,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use trellis::crd::ReconcilerPlugin;
-use trellis::pack::{PackInput, pack};
 use trellis_testenv::TestNamespace;
 use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
 
@@ -33,32 +32,7 @@ const PLUGIN_SA: &str = "plugin";
 /// as a ConfigMap and a `ReconcilerPlugin` named `name` acting as it, with
 /// `spec` merged into the registration's spec.
 async fn onboard(ns: &TestNamespace, name: &str, plugin_crate: &str, rules: Value, spec: Value) {
-    let rbac = json!([
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": PLUGIN_SA, "namespace": ns.name()}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "plugin", "namespace": ns.name()}, "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": "plugin", "namespace": ns.name()},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "plugin"},
-         "subjects": [{"kind": "ServiceAccount", "name": PLUGIN_SA, "namespace": ns.name()}]},
-    ]);
-    let rbac_yaml: String = rbac
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap()))
-        .collect();
-    apply_yaml_stream(&ns.client(), &rbac_yaml).await;
-    let packed = pack(&PackInput {
-        module: trellis::testing::guest_module(plugin_crate),
-        name: name.into(),
-        namespace: ns.name().into(),
-        service_account: Some(PLUGIN_SA.into()),
-        service_account_ref: None,
-        gzip: false,
-    })
-    .expect("the module packs");
-    apply_yaml_stream(&ns.client(), &packed).await;
+    common::onboard(&ns.client(), ns, PLUGIN_SA, json!({}), rules, name, plugin_crate).await;
     if spec.as_object().is_some_and(|s| !s.is_empty()) {
         let registrations: Api<ReconcilerPlugin> = Api::namespaced(ns.client(), ns.name());
         let patch = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "spec": spec});
@@ -67,13 +41,6 @@ async fn onboard(ns: &TestNamespace, name: &str, plugin_crate: &str, rules: Valu
             .await
             .expect("narrowing the registration");
     }
-}
-
-/// Waits until the tenant's registration is `Ready` = `status` with
-/// `reason`; returns the message.
-async fn registration_is(ns: &TestNamespace, name: &str, status: &str, reason: &str) -> String {
-    let registrations: Api<ReconcilerPlugin> = Api::namespaced(ns.client(), ns.name());
-    common::registration_ready_is(&registrations, name, status, reason).await
 }
 
 /// Rules of a tenant's Role: full use of `plural` (and its status) in
@@ -185,7 +152,7 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
         json!({}),
     )
     .await;
-    registration_is(&team_b, "greeter", "True", "Serving").await;
+    tenant_registration_is(&team_b, "greeter", "True", "Serving").await;
     let calm = greeter_latencies(&team_b, "calm", 5).await;
 
     // Team A: the hostile plugin, narrowed to ConfigMaps and no related
@@ -203,7 +170,7 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
                "limits": {"timeoutMs": 300, "maxConcurrentReconciles": 2}}),
     )
     .await;
-    registration_is(&team_a, "hostile", "True", "Serving").await;
+    tenant_registration_is(&team_a, "hostile", "True", "Serving").await;
 
     let before = snapshot(&admin, team_a.name()).await;
     let hostiles = hostile_api(&team_a);
@@ -291,7 +258,7 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
         json!({"children": [{"apiVersion": "v1", "kind": "ConfigMap"}]}),
     )
     .await;
-    let message = registration_is(&team_c, "hostile", "False", "Forbidden").await;
+    let message = tenant_registration_is(&team_c, "hostile", "False", "Forbidden").await;
     assert!(message.contains("may not list v1 Secret"), "{message}");
     // A tenant cannot use the host's plugins folder, nor another namespace's ConfigMap.
     let registrations: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), team_c.name());
@@ -309,8 +276,8 @@ async fn tenants_are_confined_to_their_namespace_identity_and_fair_share() {
             .await
             .unwrap();
     }
-    registration_is(&team_c, "from-file", "False", "FileModuleNotAllowed").await;
-    registration_is(&team_c, "from-elsewhere", "False", "ModuleOutsideNamespace").await;
+    tenant_registration_is(&team_c, "from-file", "False", "FileModuleNotAllowed").await;
+    tenant_registration_is(&team_c, "from-elsewhere", "False", "ModuleOutsideNamespace").await;
 
     // Nothing outside team A's namespace changed.
     let after = snapshot(&admin, team_a.name()).await;

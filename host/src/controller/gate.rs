@@ -102,10 +102,10 @@ impl std::fmt::Debug for CallGate {
 /// A call admitted: it holds an instance and its memory until dropped, and
 /// takes CPU turns as the [`CpuShare`] of the call.
 pub struct CallPermit {
-    _instance: SlotPermit,
+    /// The instance, held by the call's registration (whose turns it takes).
+    instance: SlotPermit,
     _memory: OwnedSemaphorePermit,
     cpu: Arc<FairSlots>,
-    registration: String,
     turn: Option<SlotPermit>,
 }
 
@@ -113,7 +113,7 @@ impl CpuShare for CallPermit {
     fn take_turn(&mut self) {
         lower_this_threads_priority();
         if self.turn.is_none() {
-            self.turn = Some(self.cpu.clone().acquire_blocking(&self.registration));
+            self.turn = Some(self.cpu.clone().acquire_blocking(&self.instance.registration));
         }
     }
 
@@ -158,10 +158,9 @@ impl CallGate {
             })?
             .expect("the budget semaphore is never closed");
         Ok(CallPermit {
-            _instance: instance,
+            instance,
             _memory: memory,
             cpu: self.cpu.clone(),
-            registration: registration.to_owned(),
             turn: None,
         })
     }

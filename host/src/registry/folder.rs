@@ -2,7 +2,7 @@
 //! polled, so adding, replacing or removing a file takes effect while the
 //! host runs (polling also sees ConfigMap volumes' symlink swaps).
 
-use crate::runtime::{Limits, MAX_MODULE_BYTES, Plugin, Runtime, RuntimeError};
+use crate::runtime::{Limits, Plugin, Runtime, RuntimeError, check_module_size};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -103,14 +103,7 @@ impl PluginFolder {
 
 async fn load(runtime: &Runtime, path: &Path, name: &str, size: u64, limits: Limits) -> Result<Plugin, String> {
     // Not read at all when too large.
-    if size > MAX_MODULE_BYTES as u64 {
-        return Err(RuntimeError::ModuleTooLarge {
-            module: name.to_owned(),
-            size: usize::try_from(size).unwrap_or(usize::MAX),
-            limit: MAX_MODULE_BYTES,
-        }
-        .to_string());
-    }
+    check_module_size(name, size).map_err(|e| e.to_string())?;
     let bytes = tokio::fs::read(path)
         .await
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -123,7 +116,7 @@ async fn load(runtime: &Runtime, path: &Path, name: &str, size: u64, limits: Lim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::RuntimeConfig;
+    use crate::runtime::{MAX_MODULE_BYTES, RuntimeConfig};
 
     #[tokio::test]
     async fn a_file_over_the_size_limit_is_refused_unread() {

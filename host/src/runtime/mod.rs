@@ -36,6 +36,19 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, P
 /// The largest module the runtime compiles, in bytes.
 pub const MAX_MODULE_BYTES: usize = 32 << 20;
 
+/// Refuses a module of `size` bytes above [`MAX_MODULE_BYTES`] (so a
+/// caller can refuse a file before reading it).
+pub fn check_module_size(module: &str, size: u64) -> Result<(), RuntimeError> {
+    if size > MAX_MODULE_BYTES as u64 {
+        return Err(RuntimeError::ModuleTooLarge {
+            module: module.to_owned(),
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: MAX_MODULE_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// How long [`Runtime::load_off_thread`] waits for a module to compile
 /// (compiles run one at a time, so waiting for a turn counts too).
 pub const COMPILE_DEADLINE: Duration = Duration::from_secs(180);
@@ -197,13 +210,7 @@ impl Runtime {
     /// Compiles a module, once no other compile runs. `module` names it in
     /// errors (a file or ConfigMap). Blocking.
     pub fn compile(&self, module: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
-        if bytes.len() > MAX_MODULE_BYTES {
-            return Err(RuntimeError::ModuleTooLarge {
-                module: module.to_owned(),
-                size: bytes.len(),
-                limit: MAX_MODULE_BYTES,
-            });
-        }
+        check_module_size(module, bytes.len() as u64)?;
         // A compile that panicked leaves nothing behind to protect.
         let _turn = self
             .inner

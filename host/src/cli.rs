@@ -143,7 +143,7 @@ pub struct RunArgs {
     #[arg(long, env = "TRELLIS_SERVICE_ACCOUNT_CONSENT")]
     pub service_account_consent: bool,
     /// Plugin calls executing at once, host-wide: calls take turns of 10 ms
-    /// on them, in turn by registration (default: twice the cores).
+    /// on them, in turn by registration (default: one per core).
     #[arg(long)]
     pub call_slots: Option<usize>,
     /// Plugin calls admitted at once, host-wide, each holding a sandbox

@@ -67,9 +67,12 @@ const COALESCE_CHANGES: Duration = Duration::from_millis(100);
 /// Instances of the pool beyond the calls admitted, for loading modules.
 const SPARE_INSTANCES: usize = 8;
 
-/// Plugin calls executing at once by default: twice the cores.
+/// Plugin calls executing at once by default: one per core. A plugin call
+/// is all CPU (its one import, `log`, never waits), so more would only
+/// share the cores thinner, and a newcomer given a turn would run at a
+/// fraction of a core beside the calls it waited for.
 pub fn default_call_slots() -> usize {
-    2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 impl HostOptions {

@@ -256,7 +256,7 @@ fn rss_mib() -> (u64, u64) {
 
 /// (c) Eight parents of a plugin that allocates until its 256 MiB limit,
 /// over and over: the calls at once are bounded by the 512 MiB budget (two,
-/// where the four call slots alone would allow 1 GiB), and the other tenant
+/// where the instance slots alone would allow all eight, 2 GiB), and the other tenant
 /// is still served.
 async fn memory_bombs_stay_within_the_budget(admin: &kube::Client, greeter_team: &TestNamespace) -> TestNamespace {
     install_crd(admin, &crd_from_yaml(HOSTILE_CRD)).await;

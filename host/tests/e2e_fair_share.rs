@@ -1,7 +1,7 @@
 //! A fair share of the CPU, with the host running as its deployed
 //! ServiceAccount under exactly `deploy/`'s RBAC: four tenants each loop on
 //! 32 parents until a 60 s deadline (the host admits 8 calls of each at
-//! once, 32 looping calls on 4 call slots), and a fifth tenant's
+//! once, 32 looping calls on one call slot per core), and a fifth tenant's
 //! create-to-child latency stays within twice its calm figure. Without
 //! turns, the looping calls held every call slot for their whole deadline
 //! and the fifth waited for one to end.

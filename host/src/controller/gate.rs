@@ -24,7 +24,7 @@ use crate::runtime::CpuShare;
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// How much below the host's own threads (in nice steps) a thread runs once
@@ -33,6 +33,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 /// next (host work there is blocking file IO, which the niceness barely
 /// touches).
 pub const PLUGIN_NICE: i32 = 10;
+
+/// How often at most the running calls' quanta end early, for calls of
+/// registrations that were running nothing.
+const EARLY_QUANTUM_END: Duration = Duration::from_millis(1);
 
 thread_local! {
     static LOWERED: Cell<bool> = const { Cell::new(false) };
@@ -110,10 +114,14 @@ pub struct CallPermit {
 }
 
 impl CpuShare for CallPermit {
-    fn take_turn(&mut self) {
+    fn take_turn(&mut self, end_quanta: &dyn Fn()) {
         lower_this_threads_priority();
         if self.turn.is_none() {
-            self.turn = Some(self.cpu.clone().acquire_blocking(&self.instance.registration));
+            self.turn = Some(
+                self.cpu
+                    .clone()
+                    .acquire_blocking(&self.instance.registration, end_quanta),
+            );
         }
     }
 
@@ -186,6 +194,8 @@ struct SlotState {
     waiting: BTreeMap<String, VecDeque<oneshot::Sender<SlotPermit>>>,
     /// Registrations with waiters, in the order their turn comes.
     turns: VecDeque<String>,
+    /// When the running quanta were last ended early for a newcomer.
+    quanta_ended: Option<Instant>,
 }
 
 impl SlotState {
@@ -310,11 +320,35 @@ impl FairSlots {
     }
 
     /// [`FairSlots::acquire`] for a thread that may block (not a task).
-    fn acquire_blocking(self: Arc<Self>, registration: &str) -> SlotPermit {
+    /// When a registration that holds no slot must wait, `end_quanta` ends
+    /// the running calls' quanta, so it runs next without waiting out
+    /// theirs (at most once per [`EARLY_QUANTUM_END`], so that newcomers
+    /// cannot cut the quanta to nothing).
+    fn acquire_blocking(self: Arc<Self>, registration: &str, end_quanta: &dyn Fn()) -> SlotPermit {
         match self.take_or_queue(registration) {
             Ok(permit) => permit,
-            Err(waiter) => waiter.blocking_recv().expect("the slots outlive their waiters"),
+            Err(waiter) => {
+                if self.may_end_quanta_for(registration) {
+                    end_quanta();
+                }
+                waiter.blocking_recv().expect("the slots outlive their waiters")
+            }
         }
+    }
+
+    /// Whether `registration`, which waits, holds no slot and the running
+    /// quanta were not ended early within [`EARLY_QUANTUM_END`].
+    fn may_end_quanta_for(&self, registration: &str) -> bool {
+        let mut state = self.state.lock().expect("slot lock");
+        let now = Instant::now();
+        let recently = state
+            .quanta_ended
+            .is_some_and(|at| now.duration_since(at) < EARLY_QUANTUM_END);
+        if state.held.contains_key(registration) || recently {
+            return false;
+        }
+        state.quanta_ended = Some(now);
+        true
     }
 
     /// Gives `held` to the next in line and waits for a slot again, queued
@@ -441,7 +475,7 @@ mod tests {
             let mut permit = gate.enter("busy", 1 << 20).await.unwrap();
             let (stop, quanta) = (stop.clone(), quanta.clone());
             busy.push(tokio::task::spawn_blocking(move || {
-                permit.take_turn();
+                permit.take_turn(&|| {});
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(5));
                     quanta.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -455,7 +489,7 @@ mod tests {
         let waited = tokio::time::timeout(
             Duration::from_secs(10),
             tokio::task::spawn_blocking(move || {
-                calm.take_turn();
+                calm.take_turn(&|| {});
                 quanta.load(std::sync::atomic::Ordering::Relaxed) - before
             }),
         )
@@ -469,6 +503,74 @@ mod tests {
             ran_after <= 1,
             "the calm call waited {ran_after} quanta of the busy ones for its turn"
         );
+    }
+
+    /// One CPU slot held by "busy": a second busy call waits without ending
+    /// the running quantum, a call of "calm" (holding none) ends it once,
+    /// and then gets the turn "busy" passes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_newcomer_ends_the_running_quanta() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = gate(1, 32, 1024, Duration::from_secs(1));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let end_quanta = |ended: &Arc<AtomicUsize>| {
+            let ended = ended.clone();
+            move || {
+                ended.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let mut running = gate.enter("busy", 1 << 20).await.unwrap();
+        let mut second = gate.enter("busy", 1 << 20).await.unwrap();
+        let mut calm = gate.enter("calm", 1 << 20).await.unwrap();
+        let ring = end_quanta(&ended);
+        running = tokio::task::spawn_blocking(move || {
+            running.take_turn(&ring);
+            running
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            0,
+            "a call that got a free turn ended quanta"
+        );
+        let ring = end_quanta(&ended);
+        let second = tokio::task::spawn_blocking(move || {
+            second.take_turn(&ring);
+            second
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            0,
+            "a registration already running ended the quanta for another call"
+        );
+        let ring = end_quanta(&ended);
+        let calm = tokio::task::spawn_blocking(move || {
+            calm.take_turn(&ring);
+        });
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while ended.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the calm call ended the running quantum");
+        let running = tokio::task::spawn_blocking(move || {
+            running.pass_turn();
+            running
+        });
+        tokio::time::timeout(Duration::from_secs(1), calm)
+            .await
+            .expect("the calm call got the turn passed")
+            .unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("then the second busy call")
+            .unwrap();
+        drop(second);
+        drop(running.await.unwrap());
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
     }
 
     /// Four instances: "greedy" gets two (half) and waits for more while

@@ -97,7 +97,11 @@ impl Default for Limits {
 /// happens when the call ends.
 pub trait CpuShare: Send + Sync + 'static {
     /// Returns once the call may run; called before the instance starts.
-    fn take_turn(&mut self);
+    /// `end_quanta` ends the quantum of every call running now: each
+    /// reaches [`CpuShare::pass_turn`] within microseconds instead of at
+    /// the next tick. A call that must wait may ring it, so a newcomer
+    /// need not wait out the running calls' quanta.
+    fn take_turn(&mut self, end_quanta: &dyn Fn());
     /// Called at the end of each quantum: if other calls wait, gives the
     /// turn away and returns once the call may run again.
     fn pass_turn(&mut self);

@@ -6,7 +6,7 @@ use super::bindings::{Reconciler, ReconcilerPre};
 use super::contract::{Desired, PluginInfo, ReconcileRequest};
 use super::error::{RuntimeError, one_line};
 use super::sandbox::{LogRate, Sandbox};
-use super::{CpuShare, EPOCH_TICK, Limits, validate};
+use super::{CpuShare, Limits, validate};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -242,30 +242,29 @@ fn call<R>(
     // stopped part way, never held whole; one just above it is refused by
     // the exact check after.
     store.set_hostcall_fuel(copy_limit(limits));
-    match share {
-        None => {
-            let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) + 1;
-            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-            store.epoch_deadline_trap();
-        }
-        Some(mut share) => {
-            let deadline = Instant::now() + limits.timeout;
-            share.take_turn();
-            // Each tick ends a quantum: past the deadline the call stops
-            // (as the trap above would), else it lets a waiting call run.
-            // The share is dropped with the store, when the call ends.
-            store.epoch_deadline_callback(move |_| {
-                if Instant::now() < deadline {
-                    share.pass_turn();
-                }
-                if Instant::now() >= deadline {
-                    return Err(Trap::Interrupt.into());
-                }
-                Ok(UpdateDeadline::Continue(1))
-            });
-            store.set_epoch_deadline(1);
-        }
+    let deadline = Instant::now() + limits.timeout;
+    // Each tick (or a quantum ended early for a call that waits) lets the
+    // call be stopped at its deadline and, when calls take turns, let a
+    // waiting call run. The deadline is by the clock, not a count of
+    // ticks, since quanta may end early. The share is dropped with the
+    // store, when the call ends.
+    let mut share = share;
+    if let Some(share) = share.as_mut() {
+        let engine = pre.engine().clone();
+        share.take_turn(&move || engine.increment_epoch());
     }
+    store.epoch_deadline_callback(move |_| {
+        if let Some(share) = share.as_mut()
+            && Instant::now() < deadline
+        {
+            share.pass_turn();
+        }
+        if Instant::now() >= deadline {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store.set_epoch_deadline(1);
 
     let instance = match pre.instantiate(&mut store) {
         Ok(instance) => instance,

@@ -87,7 +87,7 @@ struct CountingShare {
 }
 
 impl CpuShare for CountingShare {
-    fn take_turn(&mut self) {
+    fn take_turn(&mut self, _end_quanta: &dyn Fn()) {
         self.taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 

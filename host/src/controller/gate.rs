@@ -513,42 +513,30 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let gate = gate(1, 32, 1024, Duration::from_secs(1));
         let ended = Arc::new(AtomicUsize::new(0));
-        let end_quanta = |ended: &Arc<AtomicUsize>| {
+        // Takes a turn on a thread of its own, counting the quanta it ends.
+        let take_turn = |mut permit: CallPermit| {
             let ended = ended.clone();
-            move || {
-                ended.fetch_add(1, Ordering::SeqCst);
-            }
+            tokio::task::spawn_blocking(move || {
+                permit.take_turn(&|| {
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
+                permit
+            })
         };
-        let mut running = gate.enter("busy", 1 << 20).await.unwrap();
-        let mut second = gate.enter("busy", 1 << 20).await.unwrap();
-        let mut calm = gate.enter("calm", 1 << 20).await.unwrap();
-        let ring = end_quanta(&ended);
-        running = tokio::task::spawn_blocking(move || {
-            running.take_turn(&ring);
-            running
-        })
-        .await
-        .unwrap();
+        let mut running = take_turn(gate.enter("busy", 1 << 20).await.unwrap()).await.unwrap();
         assert_eq!(
             ended.load(Ordering::SeqCst),
             0,
             "a call that got a free turn ended quanta"
         );
-        let ring = end_quanta(&ended);
-        let second = tokio::task::spawn_blocking(move || {
-            second.take_turn(&ring);
-            second
-        });
+        let second = take_turn(gate.enter("busy", 1 << 20).await.unwrap());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
             ended.load(Ordering::SeqCst),
             0,
             "a registration already running ended the quanta for another call"
         );
-        let ring = end_quanta(&ended);
-        let calm = tokio::task::spawn_blocking(move || {
-            calm.take_turn(&ring);
-        });
+        let calm = take_turn(gate.enter("calm", 1 << 20).await.unwrap());
         tokio::time::timeout(Duration::from_secs(1), async {
             while ended.load(Ordering::SeqCst) == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;

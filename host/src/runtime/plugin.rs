@@ -228,7 +228,7 @@ fn call<R>(
     call: &'static str,
     subject: &str,
     limits: Limits,
-    share: Option<Box<dyn CpuShare>>,
+    mut share: Option<Box<dyn CpuShare>>,
     f: impl FnOnce(&mut Store<Sandbox>, &Reconciler) -> wasmtime::Result<R>,
 ) -> Result<R, RuntimeError> {
     let mut store = Store::new(
@@ -248,10 +248,8 @@ fn call<R>(
     // waiting call run. The deadline is by the clock, not a count of
     // ticks, since quanta may end early. The share is dropped with the
     // store, when the call ends.
-    let mut share = share;
     if let Some(share) = share.as_mut() {
-        let engine = pre.engine().clone();
-        share.take_turn(&move || engine.increment_epoch());
+        share.take_turn(&|| pre.engine().increment_epoch());
     }
     store.epoch_deadline_callback(move |_| {
         if let Some(share) = share.as_mut()

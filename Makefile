@@ -7,7 +7,7 @@ SHELL := bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 # Every crate that builds into a plugin module (.wasm).
-PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap
+PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap trellis-test-wit-v0-1
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
@@ -67,7 +67,7 @@ unit-test: plugins
 ## run-check: `make run` as CI runs it: non-interactive, on a local control
 ## plane of its own; fails unless every sample becomes Ready
 run-check:
-	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 $(MAKE) run
+	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 TRELLIS_WEBHOOK_PORT=19443 $(MAKE) run
 
 ## test: the whole suite, against a real control plane, and the main command
 test: plugins envtest

@@ -154,10 +154,39 @@ pub struct RunArgs {
     /// most this, in MiB (default: the container's memory limit minus 192).
     #[arg(long)]
     pub memory_budget_mib: Option<u32>,
+    /// Serve admission webhooks on this address (plugins that ask for
+    /// `validate` or `default` get webhook configurations). Without it, no
+    /// webhook is registered.
+    #[arg(long, env = "TRELLIS_WEBHOOK_ADDR")]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+    /// How the API server reaches the webhooks when the host runs outside
+    /// the cluster, e.g. `https://127.0.0.1:9443` (default: the Service
+    /// `trellis-webhook` of the host's namespace).
+    #[arg(long, env = "TRELLIS_WEBHOOK_URL", requires = "webhook_addr")]
+    pub webhook_url: Option<String>,
+    /// Days the webhooks' CA is valid; it is replaced two thirds into its life.
+    #[arg(long, default_value_t = 365)]
+    pub webhook_ca_days: u64,
+    /// This pod's IP (downward API): in cluster, the leader points the
+    /// webhook Service's EndpointSlice at it.
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
 }
 
-impl From<RunArgs> for crate::run::RunOptions {
-    fn from(a: RunArgs) -> Self {
+impl TryFrom<RunArgs> for crate::run::RunOptions {
+    type Error = crate::admission::AdmissionError;
+
+    fn try_from(a: RunArgs) -> Result<Self, Self::Error> {
+        let admission = match a.webhook_addr {
+            Some(addr) => {
+                let mut options =
+                    crate::admission::AdmissionOptions::new(addr, a.webhook_url.clone(), &a.plugin_namespace)?;
+                options.ca_validity = Duration::from_secs(a.webhook_ca_days.max(1) * 24 * 3600);
+                options.pod_ip = a.pod_ip;
+                Some(options)
+            }
+            None => None,
+        };
         let identity = a.identity.clone().unwrap_or_else(default_identity);
         let leader = a.leader_elect.then(|| crate::leader::LeaderOptions {
             namespace: a.lease_namespace.clone(),
@@ -165,7 +194,7 @@ impl From<RunArgs> for crate::run::RunOptions {
             identity: identity.clone(),
             lease_duration: Duration::from_secs(a.lease_seconds.max(3)),
         });
-        Self {
+        Ok(Self {
             host: crate::host::HostOptions {
                 plugins_dir: a.plugins_dir,
                 concurrency: a.concurrency,
@@ -190,9 +219,10 @@ impl From<RunArgs> for crate::run::RunOptions {
                 instance_slots: a.instance_slots,
                 memory_budget_mib: a.memory_budget_mib.unwrap_or_else(crate::memory::default_budget_mib),
                 memory_wait: Duration::from_secs(10),
+                admission,
             },
             metrics_addr: a.metrics_addr,
-        }
+        })
     }
 }
 
@@ -232,8 +262,23 @@ pub struct RenderArgs {
     /// Namespace of a parent that names none.
     #[arg(long, short = 'n', default_value = "default")]
     pub namespace: String,
+    /// Print what the admission webhooks would answer for the parent on
+    /// this operation (the verdict, the messages and the JSONPatch of the
+    /// defaults) instead of reconciling it.
+    #[arg(long, value_enum)]
+    pub admission: Option<AdmissionOperation>,
+    /// The stored object, for `--admission update`.
+    #[arg(long, requires = "admission")]
+    pub old: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// An operation `trellis render --admission` answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdmissionOperation {
+    Create,
+    Update,
 }
 
 /// Limits of a plugin call.
@@ -270,6 +315,11 @@ pub fn run_render(args: RenderArgs) -> Result<(), crate::render::RenderError> {
         config: args.config,
         namespace: args.namespace,
         limits: args.limits.into(),
+        admission: args.admission.map(|op| match op {
+            AdmissionOperation::Create => crate::runtime::Operation::Create,
+            AdmissionOperation::Update => crate::runtime::Operation::Update,
+        }),
+        old: args.old,
     };
     print!("{}", render(&input)?);
     Ok(())

@@ -40,6 +40,41 @@ pub struct PluginSpec {
     /// Limits of each plugin call.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// How the plugin's admission webhooks behave (when it asks for any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionSpec>,
+}
+
+/// Settings of a registration's admission webhooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionSpec {
+    /// What the webhooks answer when the plugin fails (a trap, its
+    /// deadline): `Fail` refuses the request with the plugin's error,
+    /// `Ignore` admits it with a warning. Default `Fail`.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+/// A webhook's answer when its plugin fails, as in
+/// `ValidatingWebhookConfiguration`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailurePolicy {
+    /// Refuse the request.
+    #[default]
+    Fail,
+    /// Admit the request.
+    Ignore,
+}
+
+impl FailurePolicy {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "Fail",
+            Self::Ignore => "Ignore",
+        }
+    }
 }
 
 /// Registers a reconciler plugin for a parent kind in every namespace

@@ -4,6 +4,7 @@
 //! leads. Tests run it in-process against a test control plane; `trellis
 //! run` wraps it with signals and the metrics server.
 
+use crate::admission::{self, AdmissionError, AdmissionOptions, Serving, Webhooks};
 use crate::controller::{CallGate, GateLimits, PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
 use crate::leadership::Leadership;
@@ -59,6 +60,8 @@ pub struct HostOptions {
     pub memory_budget_mib: u32,
     /// How long a call waits for memory before it fails.
     pub memory_wait: Duration,
+    /// Serve admission webhooks (none when `None`).
+    pub admission: Option<AdmissionOptions>,
 }
 
 /// How long the registry waits after a change for more before it syncs.
@@ -99,6 +102,7 @@ impl HostOptions {
             instance_slots: None,
             memory_budget_mib: crate::memory::default_budget_mib(),
             memory_wait: Duration::from_secs(10),
+            admission: None,
         }
     }
 }
@@ -111,7 +115,7 @@ pub async fn run_host(
     metrics: Metrics,
     ready: Readiness,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), RuntimeError> {
+) -> Result<(), HostError> {
     let slots = options.call_slots.max(1);
     let instances = options.instance_slots.unwrap_or((8 * slots).max(64)).max(1);
     // Every call admitted holds an instance; the spare ones are for loading
@@ -139,6 +143,22 @@ pub async fn run_host(
             memory_wait: options.memory_wait,
         }),
     };
+    // The webhook server runs in every replica; only the leader fills in
+    // what it answers for and the certificate it presents.
+    let serving = Serving::default();
+    let webhook_server = match &options.admission {
+        Some(admission) => {
+            let listener = admission::server::bind(admission.addr).await?;
+            let (serving, mut stop) = (serving.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                admission::server::serve(listener, serving.cert, serving.targets, async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = options.leader.is_some(), call_slots = slots, instance_slots = instances, memory_budget_mib = options.memory_budget_mib, "trellis host starting");
     let leadership = options
         .leader
@@ -156,21 +176,20 @@ pub async fn run_host(
         if lead && registry.is_none() {
             tracing::info!("leading: starting controllers");
             let (stop, stopped) = watch::channel(false);
-            let task = tokio::spawn(keep_registry(
-                Registry::new(
-                    runtime.clone(),
-                    shared.clone(),
-                    &options.plugins_dir,
-                    Settings {
-                        limits: options.limits,
-                        accounts: options.plugin_accounts.clone(),
-                        ceilings: options.tenant_ceilings,
-                    },
-                ),
-                options.poll,
-                ready.clone(),
-                stopped,
-            ));
+            let mut new_registry = Registry::new(
+                runtime.clone(),
+                shared.clone(),
+                &options.plugins_dir,
+                Settings {
+                    limits: options.limits,
+                    accounts: options.plugin_accounts.clone(),
+                    ceilings: options.tenant_ceilings,
+                },
+            );
+            if let Some(admission) = &options.admission {
+                new_registry.serve_admission(Webhooks::new(shared.client.clone(), admission.clone(), serving.clone()));
+            }
+            let task = tokio::spawn(keep_registry(new_registry, options.poll, ready.clone(), stopped));
             registry = Some(RegistryTask { task, stop });
             shared.metrics.set_leading(true);
         } else if !lead {
@@ -210,7 +229,19 @@ pub async fn run_host(
     if let Some(leadership) = leadership {
         leadership.release().await;
     }
+    if let Some(server) = webhook_server {
+        server.abort();
+    }
     Ok(())
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
 }
 
 /// How long reconciles in flight may take to finish at shutdown.

@@ -8,8 +8,10 @@
 //! - [`host`]: the main loop of `trellis run` (registry, controllers, leader election).
 //! - [`controller`]: one controller per registered parent kind.
 //! - [`registry`]: which plugin serves which kind (plugins folder, `ReconcilerPlugin`s).
+//! - [`admission`]: validating and mutating webhooks answered by plugins.
 //! - [`cli`]: the command line.
 
+pub mod admission;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -39,9 +39,13 @@ fn main() -> ExitCode {
                 .with_env_filter(filter("info"))
                 .with_writer(std::io::stderr)
                 .init();
-            tokio::runtime::Runtime::new()
+            trellis::run::RunOptions::try_from(args)
                 .map_err(Into::into)
-                .and_then(|rt| rt.block_on(trellis::run::run(args.into())).map_err(Into::into))
+                .and_then(|options| {
+                    tokio::runtime::Runtime::new()
+                        .map_err(Into::into)
+                        .and_then(|rt| rt.block_on(trellis::run::run(options)).map_err(Into::into))
+                })
         }
     };
     match result {

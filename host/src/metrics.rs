@@ -1,6 +1,7 @@
 //! Prometheus metrics of the host, per plugin: reconciles, errors by
 //! cause, plugin call and apply latency, writes and reconciles in flight;
-//! and the module cache's hits and misses.
+//! admission answers per hook and verdict; and the module cache's hits
+//! and misses.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,15 @@ struct WriteLabels {
     write: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    plugin: String,
+    /// `validate` or `mutate`.
+    hook: String,
+    /// `allowed`, `patched`, `denied`, `failed` or `ignored`.
+    verdict: String,
+}
+
 fn latency() -> Family<PluginLabel, Histogram> {
     Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.5, 14)))
 }
@@ -49,6 +59,8 @@ pub struct Metrics {
     module_cache: Family<CacheLabel, Gauge>,
     /// 1 while this replica runs the controllers, else 0.
     leading: Gauge,
+    /// Host-side time of answering one admission review.
+    admission: Family<AdmissionLabels, Histogram>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,7 +130,16 @@ impl Metrics {
             "1 while this replica leads and runs the controllers, 0 once they are stopped",
             leading.clone(),
         );
+        let admission = Family::<AdmissionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+        });
+        registry.register(
+            "admission_seconds",
+            "Host-side time of answering one admission review (the plugin call included), per plugin, hook and verdict",
+            admission.clone(),
+        );
         Self {
+            admission,
             events_dropped,
             module_cache,
             leading,
@@ -154,6 +175,17 @@ impl Metrics {
                 cause: cause.to_owned(),
             })
             .inc();
+    }
+
+    /// One admission review was answered with `verdict` in `took`.
+    pub fn admission_answered(&self, plugin: &str, hook: &str, verdict: &str, took: Duration) {
+        self.admission
+            .get_or_create(&AdmissionLabels {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+                verdict: verdict.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// One plugin call took `took`.

@@ -1,7 +1,10 @@
 //! `trellis render`: runs a plugin offline on YAML files and prints what the
 //! host would apply, like `helm template` or `crossplane render`.
 
-use crate::runtime::{KindRef, Limits, ReconcileRequest, Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{
+    AdmissionRequest, KindRef, Limits, Operation, Plugin, ReconcileRequest, Runtime, RuntimeConfig, RuntimeError,
+    UserInfo,
+};
 use crate::status;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,6 +34,8 @@ pub enum RenderError {
     Runtime(#[from] RuntimeError),
     #[error("cannot print the result as YAML: {0}")]
     Print(serde_yaml::Error),
+    #[error("--admission update needs --old, the stored object")]
+    NoOldObject,
 }
 
 /// What to render.
@@ -51,6 +56,10 @@ pub struct RenderInput {
     pub namespace: String,
     /// Limits for the call.
     pub limits: Limits,
+    /// Run the admission hooks for this operation instead of a reconcile.
+    pub admission: Option<Operation>,
+    /// The stored object, for `--admission update`.
+    pub old: Option<PathBuf>,
 }
 
 /// Runs the plugin once and returns the YAML stream to print: the desired
@@ -103,6 +112,15 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
             found,
         });
     }
+    if let Some(operation) = input.admission {
+        let old = match (&input.old, operation) {
+            (Some(path), _) => read_objects(path)?.into_iter().next(),
+            (None, Operation::Update) => return Err(RenderError::NoOldObject),
+            (None, _) => None,
+        };
+        let related = related.iter().map(|r| Arc::from(r.to_string())).collect();
+        return render_admission(&plugin, operation, parent, old, related, config);
+    }
     let request = ReconcileRequest {
         parent: Arc::from(parent.to_string()),
         children: children.iter().map(|c| Arc::from(c.to_string())).collect(),
@@ -139,6 +157,60 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
         out.push_str(&format!("# event {kind} {}: {}\n", event.reason, event.message));
     }
     Ok(out)
+}
+
+/// What the host's webhooks would answer for `object`: the plugin's
+/// `default` (and the JSONPatch of what it changed), then its `validate`
+/// of the defaulted object, printed as one YAML document. A refusal is a
+/// result, not an error.
+fn render_admission(
+    plugin: &Plugin,
+    operation: Operation,
+    object: Value,
+    old: Option<Value>,
+    related: Vec<Arc<str>>,
+    config: Option<Value>,
+) -> Result<String, RenderError> {
+    let hooks = plugin.info().admission;
+    let mut messages = Vec::new();
+    let (defaulted, patch) = match plugin.default(&object, None)? {
+        Ok(defaulted) => {
+            let patch = crate::admission::review::patch_of(&object, &defaulted);
+            (defaulted, patch)
+        }
+        Err(objections) => {
+            messages.extend(objections);
+            (object.clone(), json_patch::Patch(Vec::new()))
+        }
+    };
+    if messages.is_empty() {
+        let request = AdmissionRequest {
+            operation,
+            object: Some(defaulted),
+            old_object: old,
+            user: UserInfo {
+                username: "trellis-render".into(),
+                groups: vec!["system:authenticated".into()],
+            },
+            related,
+            config,
+        };
+        if let Err(objections) = plugin.validate(&request, None)? {
+            messages.extend(objections);
+        }
+    }
+    let verdict = json!({
+        "operation": operation.to_string(),
+        "plugin": plugin.info().name,
+        "hooks": {"validate": hooks.validate, "default": hooks.default},
+        "allowed": messages.is_empty(),
+        "messages": messages,
+        "patch": patch,
+    });
+    Ok(format!(
+        "---\n{}",
+        serde_yaml::to_string(&verdict).map_err(RenderError::Print)?
+    ))
 }
 
 /// Reads a YAML stream of objects; empty documents are skipped.

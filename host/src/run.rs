@@ -1,9 +1,8 @@
 //! `trellis run`: connects to the cluster, serves metrics and health, and
 //! runs the host until SIGTERM or Ctrl-C.
 
-use crate::host::{HostOptions, run_host};
+use crate::host::{HostError, HostOptions, run_host};
 use crate::metrics::Metrics;
-use crate::runtime::RuntimeError;
 use crate::server::{self, Readiness};
 use std::net::SocketAddr;
 
@@ -22,7 +21,7 @@ pub enum RunError {
     #[error("cannot connect to a cluster (set KUBECONFIG or run in a pod): {0}")]
     Client(#[from] kube::Error),
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Host(#[from] HostError),
     #[error("cannot serve on {addr}: {source}")]
     Serve { addr: SocketAddr, source: std::io::Error },
 }

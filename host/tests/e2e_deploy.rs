@@ -4,6 +4,8 @@
 //! host itself may touch no parent or child, the msdeploy plugin acts as
 //! its own ServiceAccount `trellis-plugin-msdeploy`, the sample is
 //! reconciled, status and events are written, and the leader Lease is taken.
+//! With admission served, the host keeps its CA Secret in trellis-system
+//! and the webhook configurations of the plugins that ask for hooks.
 
 mod common;
 
@@ -54,8 +56,21 @@ async fn the_host_runs_on_the_rbac_deploy_grants() {
     }
     let plugins = tempfile::tempdir().unwrap();
     add_plugin(plugins.path(), "trellis-plugin-msdeploy", "msdeploy.wasm");
+    add_plugin(plugins.path(), "trellis-plugin-mydaemonset", "mydaemonset.wasm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admission = trellis::admission::AdmissionOptions::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Some(format!("https://127.0.0.1:{port}")),
+        "trellis-system",
+    )
+    .unwrap();
     let _host = TestHost::start_with_client(host_client, plugins, |mut o| {
         o.client_config = Some(host_config);
+        o.admission = Some(admission);
         o.leader = Some(LeaderOptions {
             namespace: "trellis-system".into(),
             name: "trellis-leader".into(),
@@ -85,4 +100,46 @@ async fn the_host_runs_on_the_rbac_deploy_grants() {
         .filter(|f| f.manager.as_deref() == Some("trellis/msdeploy"))
         .collect();
     assert!(!managers.is_empty(), "the Deployment has no fields of trellis/msdeploy");
+
+    // Admission on deploy/'s RBAC: the CA Secret, and mydaemonset's webhooks
+    // (msdeploy asks for none).
+    eventually_exists(
+        &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "trellis-system"),
+        "trellis-webhook-ca",
+    )
+    .await;
+    use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+    eventually_exists(
+        &Api::<ValidatingWebhookConfiguration>::all(admin.clone()),
+        "trellis-mydaemonset",
+    )
+    .await;
+    eventually_exists(
+        &Api::<MutatingWebhookConfiguration>::all(admin.clone()),
+        "trellis-mydaemonset",
+    )
+    .await;
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+    assert!(validating.get_opt("trellis-msdeploy").await.unwrap().is_none());
+    let daemons = dynamic_api(&ns, "apps.zhongmingmao.io", "v1beta1", "MyDaemonSet");
+    let defaulted = trellis_testenv::wait::until("a MyDaemonSet defaulted by the webhook", SETTLE, || async {
+        let object = serde_json::json!({"apiVersion": "apps.zhongmingmao.io/v1beta1", "kind": "MyDaemonSet",
+            "metadata": {"name": "probe"}, "spec": {"image": "nginx"}});
+        let created = daemons
+            .create(
+                &kube::api::PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &serde_json::from_value(object).unwrap(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match created.data["spec"]["image"].as_str() {
+            Some("nginx:latest") => Ok(()),
+            other => Err(format!("image {other:?}")),
+        }
+    })
+    .await;
+    let () = defaulted;
 }

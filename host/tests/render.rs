@@ -145,3 +145,54 @@ fn a_file_that_is_not_a_plugin_is_one_line() {
     ]));
     assert!(stderr.contains("is not a valid WebAssembly component"), "{stderr}");
 }
+
+#[test]
+fn admission_prints_the_verdict_and_the_patch_of_the_defaults() {
+    let mydaemonset = guest_module("trellis-plugin-mydaemonset").display().to_string();
+    let sample = sample("mydaemonset.yaml");
+    let no_image = input("mydaemonset-no-image.yaml");
+    let text = |args: &[&str]| {
+        let output = render(args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let create = text(&[
+        "--plugin",
+        &mydaemonset,
+        "--parent",
+        no_image.to_str().unwrap(),
+        "--admission",
+        "create",
+    ]);
+    assert!(
+        create.contains("allowed: false") && create.contains("- image is required"),
+        "{create}"
+    );
+    let update = text(&[
+        "--plugin",
+        &mydaemonset,
+        "--parent",
+        sample.to_str().unwrap(),
+        "--admission",
+        "update",
+        "--old",
+        sample.to_str().unwrap(),
+    ]);
+    assert!(
+        update.contains("allowed: true") && update.contains("operation: UPDATE"),
+        "{update}"
+    );
+    assert!(
+        update.contains("patch: []"),
+        "a tagged image needs no default: {update}"
+    );
+    let error = one_line_error(&render(&[
+        "--plugin",
+        &mydaemonset,
+        "--parent",
+        no_image.to_str().unwrap(),
+        "--admission",
+        "update",
+    ]));
+    assert!(error.contains("--admission update needs --old"), "{error}");
+}

@@ -4,7 +4,8 @@ use crate::bindings::trellis::reconciler::types;
 use k8s_openapi::Resource;
 
 /// Describes a plugin. Build it with [`PluginInfo::new`] and the
-/// `child`/`related` methods.
+/// `child`/`related` methods; [`PluginInfo::validating`] and
+/// [`PluginInfo::defaulting`] ask for the admission hooks.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
     name: String,
@@ -13,6 +14,8 @@ pub struct PluginInfo {
     children: Vec<(String, String)>,
     related: Vec<(String, String)>,
     finalizer: bool,
+    validating: bool,
+    defaulting: bool,
 }
 
 impl PluginInfo {
@@ -27,6 +30,8 @@ impl PluginInfo {
             children: Vec::new(),
             related: Vec::new(),
             finalizer: false,
+            validating: false,
+            defaulting: false,
         }
     }
 
@@ -65,8 +70,31 @@ impl PluginInfo {
         self
     }
 
+    /// Asks for the `validate` admission hook: the host calls
+    /// [`crate::Reconciler::validate`] before a parent is stored, and a
+    /// refusal reaches the user.
+    pub fn validating(mut self) -> Self {
+        self.validating = true;
+        self
+    }
+
+    /// Asks for the `default` admission hook: the host calls
+    /// [`crate::Reconciler::default`] before a parent is validated and
+    /// stored.
+    pub fn defaulting(mut self) -> Self {
+        self.defaulting = true;
+        self
+    }
+
     pub(crate) fn into_wit(self) -> types::PluginInfo {
         let kind = |(api_version, kind): (String, String)| types::KindRef { api_version, kind };
+        let mut admission = types::AdmissionHooks::empty();
+        if self.validating {
+            admission |= types::AdmissionHooks::VALIDATE;
+        }
+        if self.defaulting {
+            admission |= types::AdmissionHooks::DEFAULT;
+        }
         types::PluginInfo {
             name: self.name,
             version: self.version,
@@ -74,6 +102,27 @@ impl PluginInfo {
             children: self.children.into_iter().map(kind).collect(),
             related: self.related.into_iter().map(kind).collect(),
             finalizer: self.finalizer,
+            admission,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_hooks_are_asked_for_by_name() {
+        let info = || PluginInfo::new("p", "example.com/v1", "Thing");
+        assert_eq!(info().into_wit().admission, types::AdmissionHooks::empty());
+        assert_eq!(
+            info().validating().into_wit().admission,
+            types::AdmissionHooks::VALIDATE
+        );
+        assert_eq!(info().defaulting().into_wit().admission, types::AdmissionHooks::DEFAULT);
+        assert_eq!(
+            info().validating().defaulting().into_wit().admission,
+            types::AdmissionHooks::VALIDATE | types::AdmissionHooks::DEFAULT
+        );
     }
 }

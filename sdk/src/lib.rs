@@ -18,20 +18,30 @@
 //! trellis_sdk::export_reconciler!(Hello);
 //! ```
 //!
+//! A plugin may also take part in admission: [`PluginInfo::validating`] has
+//! the host call [`Reconciler::validate`] (with an [`AdmissionRequest`])
+//! before a parent is stored, [`PluginInfo::defaulting`] has it call
+//! [`Reconciler::default`] to fill in `metadata.labels`,
+//! `metadata.annotations` and `spec` first.
+//!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm`
 //! in `target/wasm32-wasip2/release/` is the plugin. The contract behind this
-//! crate is the WIT package `trellis:reconciler` in `wit/reconciler.wit`.
+//! crate is the WIT package `trellis:reconciler@0.2.0` in
+//! `wit/v0.2/reconciler.wit`.
 
+mod admission;
 pub mod bindings;
 mod error;
 mod info;
 pub mod log;
+mod objects;
 pub mod quantity;
 pub mod random;
 mod request;
 mod response;
 pub mod workload;
 
+pub use admission::{AdmissionRequest, Operation, UserInfo};
 pub use error::Error;
 pub use info::PluginInfo;
 pub use request::Request;
@@ -43,7 +53,9 @@ pub use serde_json;
 
 /// Everything a plugin usually needs.
 pub mod prelude {
-    pub use crate::{Condition, Error, PluginInfo, Reconciler, Request, Response};
+    pub use crate::{
+        AdmissionRequest, Condition, Error, Operation, PluginInfo, Reconciler, Request, Response, UserInfo,
+    };
     pub use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     pub use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
     pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -60,8 +72,24 @@ pub trait Reconciler {
     /// Computes the desired children and status for one parent.
     fn reconcile(req: &Request) -> Result<Response, Error>;
 
-    /// Checks a parent before it is admitted. The default accepts anything.
-    fn validate(_obj: &serde_json::Value, _old: Option<&serde_json::Value>) -> Result<(), Vec<String>> {
+    /// Checks a parent before it is stored; called by the host only when
+    /// [`Reconciler::info`] asks with [`PluginInfo::validating`]. The error
+    /// is the list of problems, one sentence each, shown to the user. The
+    /// default accepts anything.
+    fn validate(_req: &AdmissionRequest) -> Result<(), Vec<String>> {
+        Ok(())
+    }
+
+    /// Fills in defaults of a parent, in place, before it is validated and
+    /// stored; called by the host only when [`Reconciler::info`] asks with
+    /// [`PluginInfo::defaulting`]. Only `metadata.labels`,
+    /// `metadata.annotations` and `spec` may change (the host refuses any
+    /// other change). An error refuses the request with its sentences. The
+    /// default changes nothing.
+    ///
+    /// A plugin type that also implements [`Default`] has to call this one
+    /// as `<P as Reconciler>::default(..)`.
+    fn default(_obj: &mut serde_json::Value) -> Result<(), Vec<String>> {
         Ok(())
     }
 }
@@ -71,7 +99,7 @@ pub trait Reconciler {
 #[doc(hidden)]
 pub mod glue {
     use crate::bindings::trellis::reconciler::types;
-    use crate::{Reconciler, Request};
+    use crate::{AdmissionRequest, Reconciler, Request};
 
     pub fn info<R: Reconciler>() -> types::PluginInfo {
         R::info().into_wit()
@@ -84,14 +112,15 @@ pub mod glue {
             .map_err(crate::Error::into_wit)
     }
 
-    pub fn validate<R: Reconciler>(obj: String, old: Option<String>) -> Result<(), Vec<String>> {
-        let parse = |text: &str| {
-            serde_json::from_str::<serde_json::Value>(text)
-                .map_err(|e| vec![format!("the object is not valid JSON: {e}")])
-        };
-        let obj = parse(&obj)?;
-        let old = old.as_deref().map(parse).transpose()?;
-        R::validate(&obj, old.as_ref())
+    pub fn validate<R: Reconciler>(req: types::AdmissionRequest) -> Result<(), Vec<String>> {
+        R::validate(&AdmissionRequest::from_wit(req)?)
+    }
+
+    pub fn default<R: Reconciler>(obj: String) -> Result<String, Vec<String>> {
+        let mut obj = serde_json::from_str::<serde_json::Value>(&obj)
+            .map_err(|e| vec![format!("the object is not valid JSON: {e}")])?;
+        <R as Reconciler>::default(&mut obj)?;
+        Ok(obj.to_string())
     }
 }
 
@@ -116,13 +145,74 @@ macro_rules! export_reconciler {
                 $crate::glue::reconcile::<$reconciler>(req)
             }
             fn validate(
-                obj: ::std::string::String,
-                old: ::core::option::Option<::std::string::String>,
+                req: $crate::bindings::trellis::reconciler::types::AdmissionRequest,
             ) -> ::core::result::Result<(), ::std::vec::Vec<::std::string::String>> {
-                $crate::glue::validate::<$reconciler>(obj, old)
+                $crate::glue::validate::<$reconciler>(req)
+            }
+            fn default(
+                obj: ::std::string::String,
+            ) -> ::core::result::Result<::std::string::String, ::std::vec::Vec<::std::string::String>> {
+                $crate::glue::default::<$reconciler>(obj)
             }
         }
 
         $crate::bindings::export!(__TrellisExports with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Implements [`Default`] too: the glue must still call the hook.
+    #[derive(Default)]
+    struct Labeller;
+
+    impl Reconciler for Labeller {
+        fn info() -> PluginInfo {
+            PluginInfo::new("labeller", "example.com/v1", "Thing").defaulting()
+        }
+        fn reconcile(_req: &Request) -> Result<Response, Error> {
+            Ok(Response::new())
+        }
+        fn default(obj: &mut serde_json::Value) -> Result<(), Vec<String>> {
+            if obj["spec"]["refuse"] == true {
+                return Err(vec!["refused".to_owned()]);
+            }
+            obj["metadata"]["labels"]["defaulted"] = json!("yes");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn default_returns_the_changed_object_or_the_refusal() {
+        let out = glue::default::<Labeller>(json!({"metadata": {}, "spec": {}}).to_string()).unwrap();
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(out["metadata"]["labels"]["defaulted"], "yes");
+        let refused = glue::default::<Labeller>(json!({"spec": {"refuse": true}}).to_string());
+        assert_eq!(refused.unwrap_err(), ["refused"]);
+        let garbage = glue::default::<Labeller>("{".to_owned()).unwrap_err();
+        assert_eq!(garbage.len(), 1);
+        assert!(garbage[0].starts_with("the object is not valid JSON"), "{garbage:?}");
+    }
+
+    #[test]
+    fn the_default_hooks_accept_and_change_nothing() {
+        let obj = json!({"metadata": {"name": "t"}, "spec": {"a": 1}});
+        assert_eq!(glue::default::<Hookless>(obj.to_string()).unwrap(), obj.to_string());
+        let req = AdmissionRequest::for_test(Operation::Delete, None, Some(obj));
+        assert_eq!(Hookless::validate(&req), Ok(()));
+    }
+
+    struct Hookless;
+
+    impl Reconciler for Hookless {
+        fn info() -> PluginInfo {
+            PluginInfo::new("hookless", "example.com/v1", "Thing")
+        }
+        fn reconcile(_req: &Request) -> Result<Response, Error> {
+            Ok(Response::new())
+        }
+    }
 }

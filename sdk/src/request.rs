@@ -3,6 +3,7 @@
 
 use crate::Error;
 use crate::bindings::trellis::reconciler::types;
+use crate::objects::{self, meta_str, named, of_kind};
 use k8s_openapi::Resource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -21,10 +22,7 @@ pub struct Request {
 
 impl Request {
     pub(crate) fn from_wit(req: types::Request) -> Result<Self, Error> {
-        let parse = |what: &str, text: &str| {
-            serde_json::from_str::<Value>(text)
-                .map_err(|e| Error::fatal(format!("the host sent invalid JSON as {what}: {e}")))
-        };
+        let parse = |what: &str, text: &str| objects::parse(what, text).map_err(Error::fatal);
         Ok(Self {
             parent: parse("parent", &req.parent)?,
             children: req
@@ -84,12 +82,12 @@ impl Request {
 
     /// The parent's name.
     pub fn name(&self) -> &str {
-        self.parent["metadata"]["name"].as_str().unwrap_or_default()
+        meta_str(&self.parent, "name")
     }
 
     /// The parent's namespace (empty for a cluster-scoped parent).
     pub fn namespace(&self) -> &str {
-        self.parent["metadata"]["namespace"].as_str().unwrap_or_default()
+        meta_str(&self.parent, "namespace")
     }
 
     /// Metadata for a child called `name`, in the parent's namespace. The
@@ -143,39 +141,25 @@ impl Request {
         &self.related
     }
 
-    /// The related objects of type `K`.
+    /// The related objects of type `K` (those that do not deserialise are
+    /// skipped).
     pub fn related<K: Resource + DeserializeOwned>(&self) -> Vec<K> {
         of_kind(&self.related)
     }
 
+    /// The related objects of a kind given by name (e.g. a custom kind with
+    /// no Rust type), as JSON.
+    pub fn related_kind_json(&self, api_version: &str, kind: &str) -> Vec<&Value> {
+        objects::of_kind_json(&self.related, api_version, kind)
+    }
+
     /// The registration's config, deserialised; `None` when there is none.
     pub fn config<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
-        self.config
-            .as_ref()
-            .map(|c| T::deserialize(c).map_err(|e| Error::fatal(format!("plugin config: {e}"))))
-            .transpose()
+        objects::config(self.config.as_ref()).map_err(Error::fatal)
     }
 
     /// True when the parent is being deleted and the plugin must clean up.
     pub fn finalizing(&self) -> bool {
         self.finalizing
     }
-}
-
-fn is_kind(object: &Value, api_version: &str, kind: &str) -> bool {
-    object["apiVersion"] == api_version && object["kind"] == kind
-}
-
-fn of_kind<K: Resource + DeserializeOwned>(objects: &[Value]) -> Vec<K> {
-    objects
-        .iter()
-        .filter(|o| is_kind(o, K::API_VERSION, K::KIND))
-        .filter_map(|o| K::deserialize(o).ok())
-        .collect()
-}
-
-fn named<'a>(objects: &'a [Value], api_version: &str, kind: &str, name: &str) -> Option<&'a Value> {
-    objects
-        .iter()
-        .find(|o| is_kind(o, api_version, kind) && o["metadata"]["name"] == name)
 }

@@ -25,12 +25,15 @@ mod names;
 mod parent;
 mod reconcile;
 mod release;
+mod target;
 
 pub use apply::finalizer_patch;
 pub use gate::{CallGate, GateError, GateLimits};
 pub use identity::{ALLOWED_REGISTRATIONS, Identity, PLUGIN_ACCOUNT_PREFIX, PluginAccounts};
 pub use kinds::{KindError, ServedKind, resolve};
+pub use target::AdmissionTarget;
 
+use crate::crd::FailurePolicy;
 use crate::metrics::Metrics;
 use crate::runtime::{KindRef, Plugin};
 use backoff::Backoff;
@@ -81,6 +84,8 @@ pub struct Registration {
     pub tenant_namespace: Option<String>,
     /// Its reconciles at once, if it asks for fewer than the host's limit.
     pub max_concurrent_reconciles: Option<u16>,
+    /// How its webhooks answer when the plugin fails (trap, timeout).
+    pub failure_policy: FailurePolicy,
 }
 
 impl Registration {
@@ -416,6 +421,16 @@ impl KindController {
     /// The registration in force.
     pub fn registration(&self) -> Arc<Registration> {
         self.context.registration()
+    }
+
+    /// The one namespace the host watches, if it watches one.
+    pub fn watched_namespace(&self) -> Option<String> {
+        self.context.shared.namespace.clone()
+    }
+
+    /// What the admission webhooks need of this controller.
+    pub fn admission_target(&self) -> AdmissionTarget {
+        AdmissionTarget::new(self.context.clone())
     }
 
     /// Stops watching and reconciling at once (reconciles in flight are

@@ -390,6 +390,7 @@ pub fn resolve(
         related,
         config: spec.config.clone(),
         finalizer: info.finalizer,
+        failure_policy: spec.admission.as_ref().map(|a| a.failure_policy).unwrap_or_default(),
     })
 }
 

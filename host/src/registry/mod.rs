@@ -32,6 +32,7 @@ mod watched;
 
 pub use folder::PluginFolder;
 
+use crate::admission::Webhooks;
 use crate::controller::{KindController, Registration, Shared};
 use crate::crd::{ClusterReconcilerPlugin, ConfigMapModule, ReconcilerPlugin};
 use crate::runtime::{KindRef, Runtime};
@@ -83,6 +84,19 @@ pub struct Registry {
     /// Why folder plugins are not served, by source, as last logged: they
     /// have no object to show it on, so each change is logged once.
     folder_reported: BTreeMap<String, Refusal>,
+    /// The admission webhooks of the registrations served, if the host
+    /// serves admission.
+    webhooks: Option<Webhooks>,
+}
+
+impl Drop for Registry {
+    /// The controllers stop with the registry: the webhook server stops
+    /// answering for them at once.
+    fn drop(&mut self) {
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.forget_targets();
+        }
+    }
 }
 
 impl Registry {
@@ -112,7 +126,13 @@ impl Registry {
             running: BTreeMap::new(),
             start_errors: BTreeMap::new(),
             folder_reported: BTreeMap::new(),
+            webhooks: None,
         }
+    }
+
+    /// Keeps admission webhooks for the registrations whose plugins ask.
+    pub fn serve_admission(&mut self, webhooks: Webhooks) {
+        self.webhooks = Some(webhooks);
     }
 
     /// Stops every controller gracefully (see [`KindController::shut_down`]),
@@ -153,6 +173,9 @@ impl Registry {
             .await;
         let (wanted, mut refused, folder_refused) = self.desired();
         self.reconcile_controllers(wanted).await;
+        if let Some(webhooks) = &mut self.webhooks {
+            webhooks.sync(self.running.values()).await;
+        }
         self.release_deleted(&mut refused).await;
         self.report(refused).await;
         self.report_folder(folder_refused);
@@ -264,6 +287,7 @@ impl Registry {
                     identity: self.settings.accounts.for_plugin(&info.name),
                     tenant_namespace: None,
                     max_concurrent_reconciles: None,
+                    failure_policy: crate::crd::FailurePolicy::Fail,
                 },
             );
         }
@@ -309,6 +333,7 @@ impl Registry {
                     if current.plugin.digest() != registration.plugin.digest()
                         || current.config != registration.config
                         || current.plugin.limits() != registration.plugin.limits()
+                        || current.failure_policy != registration.failure_policy
                     {
                         tracing::info!(kind = %scope.0, plugin = %registration.name, digest = %registration.plugin.digest(), "new module or settings swapped in");
                         running.update(registration);

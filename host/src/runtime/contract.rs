@@ -65,6 +65,73 @@ pub struct PluginInfo {
     pub related: Vec<KindRef>,
     /// Whether parents get a finalizer.
     pub finalizer: bool,
+    /// The admission hooks it asks for (none for a 0.1.0 plugin).
+    #[serde(default)]
+    pub admission: AdmissionHooks,
+}
+
+/// The admission hooks a plugin asks for (WIT 0.2.0 `admission-hooks`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionHooks {
+    /// `validate` is called on creates and updates.
+    pub validate: bool,
+    /// `default` is called on creates and updates, before validation.
+    pub default: bool,
+}
+
+impl AdmissionHooks {
+    /// Whether the plugin asks for any hook (and so gets a webhook).
+    pub fn any(self) -> bool {
+        self.validate || self.default
+    }
+}
+
+/// What the API server is doing with an object under admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// `CREATE`.
+    Create,
+    /// `UPDATE`.
+    Update,
+    /// `DELETE`.
+    Delete,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+        })
+    }
+}
+
+/// The user behind an admission request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user name.
+    pub username: String,
+    /// The user's groups.
+    pub groups: Vec<String>,
+}
+
+/// The input of one `validate` call.
+#[derive(Debug, Clone)]
+pub struct AdmissionRequest {
+    /// What is being done.
+    pub operation: Operation,
+    /// The object as it would be stored (none on delete).
+    pub object: Option<Value>,
+    /// The stored object (on update and delete).
+    pub old_object: Option<Value>,
+    /// Who asked.
+    pub user: UserInfo,
+    /// Objects of the plugin's related kinds, as JSON text.
+    pub related: Vec<Arc<str>>,
+    /// The registration's config.
+    pub config: Option<Value>,
 }
 
 /// The input of one reconcile.

@@ -33,7 +33,7 @@ pub enum RuntimeError {
     #[error("module {module} did not compile within {deadline:?}")]
     CompileTimeout { module: String, deadline: Duration },
     /// The component does not implement the world this host links.
-    #[error("module {module} does not implement trellis:reconciler@0.1.0: {reason}")]
+    #[error("module {module} implements neither trellis:reconciler@0.2.0 nor @0.1.0: {reason}")]
     Incompatible { module: String, reason: String },
     /// The `info` export describes an unusable plugin.
     #[error("module {module} describes itself wrongly: {reason}")]
@@ -90,6 +90,14 @@ pub enum RuntimeError {
     /// The plugin returned an error of its own.
     #[error("plugin {plugin} failed: {failure}")]
     Reported { plugin: String, failure: PluginFailure },
+    /// `default` returned something that is not the object as a JSON
+    /// object of the same kind and name.
+    #[error("plugin {plugin}: default returned an invalid object: {reason}")]
+    InvalidDefault { plugin: String, reason: String },
+    /// `default` changed a field outside `metadata.labels`,
+    /// `metadata.annotations` and `spec`.
+    #[error("plugin {plugin}: default changed {field}; only metadata.labels, metadata.annotations and spec may change")]
+    ForbiddenDefault { plugin: String, field: String },
 }
 
 impl RuntimeError {
@@ -110,6 +118,8 @@ impl RuntimeError {
             Self::TooManyChildren { .. } => "TooManyChildren",
             Self::RequestTooLarge { .. } => "RequestTooLarge",
             Self::InvalidResponse { .. } => "InvalidResponse",
+            Self::InvalidDefault { .. } => "InvalidDefault",
+            Self::ForbiddenDefault { .. } => "ForbiddenDefault",
             Self::Reported {
                 failure: PluginFailure::InvalidSpec(_),
                 ..

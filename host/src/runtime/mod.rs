@@ -7,6 +7,7 @@
 //! deadline, memory cap and output limit, so no state leaks between
 //! reconciles and no plugin can take the host down.
 
+mod admission;
 mod bindings;
 mod contract;
 mod error;
@@ -17,15 +18,17 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use admission::MAX_OBJECTIONS;
 pub use contract::{
-    Condition, Desired, DesiredChild, Event, KindRef, MAX_CHILDREN, MAX_EVENTS, MIN_REQUEUE, PluginInfo,
-    ReconcileRequest,
+    AdmissionHooks, AdmissionRequest, Condition, Desired, DesiredChild, Event, KindRef, MAX_CHILDREN, MAX_EVENTS,
+    MIN_REQUEUE, Operation, PluginInfo, ReconcileRequest, UserInfo,
 };
 pub use error::{PluginFailure, RuntimeError};
 pub use plugin::{Plugin, digest};
 pub use validate::{is_dns_label, is_dns_subdomain};
 
-use bindings::ReconcilerPre;
+use bindings::{v0_1, v0_2};
+use plugin::Pre;
 use sandbox::Sandbox;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -183,7 +186,10 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
-        bindings::Reconciler::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s).map_err(engine_error)?;
+        // Both WIT versions' imports, side by side: their instance names
+        // differ by version (`trellis:reconciler/host@0.1.0`, `@0.2.0`).
+        v0_1::Reconciler::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s).map_err(engine_error)?;
+        v0_2::Reconciler::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s).map_err(engine_error)?;
 
         spawn_epoch_ticker(&engine);
         Ok(Self {
@@ -273,7 +279,14 @@ impl Runtime {
             reason: error::one_line(&e),
         };
         let pre = self.inner.linker.instantiate_pre(component).map_err(incompatible)?;
-        let pre = ReconcilerPre::new(pre).map_err(incompatible)?;
+        // A module exports one version's world: 0.2.0's exports are checked
+        // first, then 0.1.0's; the error names the newer one's mismatch.
+        let pre = match v0_2::ReconcilerPre::new(pre.clone()) {
+            Ok(pre) => Pre::V0_2(pre),
+            Err(newer) => v0_1::ReconcilerPre::new(pre)
+                .map(Pre::V0_1)
+                .map_err(|_| incompatible(newer))?,
+        };
         Plugin::new(module, pre, digest, limits, self.inner.config.max_memory_bytes)
     }
 }

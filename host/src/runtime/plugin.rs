@@ -1,17 +1,55 @@
 //! [`Plugin`]: a compiled, linked module and the calls into it, each in a
 //! fresh sandboxed instance.
 
-use super::bindings::trellis::reconciler::types as wit;
-use super::bindings::{Reconciler, ReconcilerPre};
-use super::contract::{Desired, PluginInfo, ReconcileRequest};
+use super::bindings::v0_2::trellis::reconciler::types as wit;
+use super::bindings::{v0_1, v0_2};
+use super::contract::{AdmissionRequest, Desired, Operation, PluginInfo, ReconcileRequest};
 use super::error::{RuntimeError, one_line};
 use super::sandbox::{LogRate, Sandbox};
-use super::{CpuShare, Limits, validate};
+use super::{CpuShare, Limits, admission, validate};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Instant;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+/// A linked module, of either WIT version the host supports.
+pub(super) enum Pre {
+    /// Built against `trellis:reconciler@0.1.0`: no admission hooks.
+    V0_1(v0_1::ReconcilerPre<Sandbox>),
+    /// Built against `trellis:reconciler@0.2.0`.
+    V0_2(v0_2::ReconcilerPre<Sandbox>),
+}
+
+/// One instance of a [`Pre`].
+enum Instance {
+    V0_1(v0_1::Reconciler),
+    V0_2(v0_2::Reconciler),
+}
+
+impl Pre {
+    fn engine(&self) -> &Engine {
+        match self {
+            Self::V0_1(pre) => pre.engine(),
+            Self::V0_2(pre) => pre.engine(),
+        }
+    }
+
+    fn instantiate(&self, store: &mut Store<Sandbox>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Self::V0_1(pre) => Instance::V0_1(pre.instantiate(store)?),
+            Self::V0_2(pre) => Instance::V0_2(pre.instantiate(store)?),
+        })
+    }
+
+    /// The WIT package version the module was built against.
+    fn wit_version(&self) -> &'static str {
+        match self {
+            Self::V0_1(_) => "0.1.0",
+            Self::V0_2(_) => "0.2.0",
+        }
+    }
+}
 
 /// A loaded plugin. Cheap to clone; calls may run concurrently.
 #[derive(Clone)]
@@ -22,7 +60,7 @@ pub struct Plugin {
 
 struct Inner {
     module: String,
-    pre: ReconcilerPre<Sandbox>,
+    pre: Pre,
     info: PluginInfo,
     digest: String,
     max_memory_bytes: usize,
@@ -42,7 +80,7 @@ fn hex(bytes: &[u8]) -> String {
 impl Plugin {
     pub(super) fn new(
         module: &str,
-        pre: ReconcilerPre<Sandbox>,
+        pre: Pre,
         digest: String,
         limits: Limits,
         max_memory_bytes: usize,
@@ -52,9 +90,19 @@ impl Plugin {
             ..limits
         };
         let log_rate = Arc::new(LogRate::default());
-        let info = call(&pre, &log_rate, module, "info", "", limits, None, |store, instance| {
-            instance.call_info(store)
-        })?;
+        let info = call(
+            &pre,
+            &log_rate,
+            module,
+            "info",
+            "",
+            limits,
+            None,
+            |store, instance| match instance {
+                Instance::V0_1(i) => i.call_info(store).map(Into::into),
+                Instance::V0_2(i) => i.call_info(store),
+            },
+        )?;
         let info = validate::plugin_info(module, info)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -77,6 +125,11 @@ impl Plugin {
     /// Where the module came from (a file or ConfigMap), for messages.
     pub fn module(&self) -> &str {
         &self.inner.module
+    }
+
+    /// The WIT package version the module implements (`0.1.0`, `0.2.0`).
+    pub fn wit_version(&self) -> &'static str {
+        self.inner.pre.wit_version()
     }
 
     /// The sha256 of the module bytes, hex.
@@ -118,20 +171,11 @@ impl Plugin {
         let identity = Identity::of(&req.parent);
         let namespace = identity.namespace.as_deref().filter(|ns| !ns.is_empty());
         let subject = identity.key();
-        // The request is copied into the guest's memory, and parsed there:
-        // one above half the memory limit could not be, so it is refused here.
         let size = req.parent.len()
             + req.children.iter().map(|c| c.len()).sum::<usize>()
             + req.related.iter().map(|r| r.len()).sum::<usize>()
             + req.config.as_ref().map_or(0, |c| c.to_string().len());
-        let limit = self.limits.memory_bytes / 2;
-        if size > limit {
-            return Err(RuntimeError::RequestTooLarge {
-                plugin: self.name().to_owned(),
-                size,
-                limit,
-            });
-        }
+        self.check_request_size(size)?;
         let wit_req = wit::Request {
             parent: String::from(&*req.parent),
             children: req.children.iter().map(|c| String::from(&**c)).collect(),
@@ -147,25 +191,122 @@ impl Plugin {
             &subject,
             self.limits,
             share,
-            |store, instance| instance.call_reconcile(store, &wit_req),
+            |store, instance| match instance {
+                Instance::V0_1(i) => i
+                    .call_reconcile(store, &(&wit_req).into())
+                    .map(|r| r.map(Into::into).map_err(Into::into)),
+                Instance::V0_2(i) => i.call_reconcile(store, &wit_req),
+            },
         )?;
         validate::response(&self.inner.info, namespace, self.limits.response_bytes, response)
     }
 
-    /// Asks the plugin whether it admits `obj` (`old` on updates); the inner
-    /// result lists the plugin's objections.
-    pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Result<Result<(), Vec<String>>, RuntimeError> {
-        let (obj_text, old_text) = (obj.to_string(), old.map(Value::to_string));
-        call(
+    /// Asks the plugin whether it admits the request's object; the inner
+    /// result lists the plugin's objections (bounded). A plugin without the
+    /// `validate` hook admits everything without being called. With
+    /// `share`, the call runs only in its turns.
+    pub fn validate(
+        &self,
+        req: &AdmissionRequest,
+        share: Option<Box<dyn CpuShare>>,
+    ) -> Result<Result<(), Vec<String>>, RuntimeError> {
+        let Pre::V0_2(_) = &self.inner.pre else {
+            return Ok(Ok(()));
+        };
+        if !self.inner.info.admission.validate {
+            return Ok(Ok(()));
+        }
+        let subject = req
+            .object
+            .as_ref()
+            .or(req.old_object.as_ref())
+            .map(object_key)
+            .unwrap_or_default();
+        let wit_req = wit::AdmissionRequest {
+            operation: match req.operation {
+                Operation::Create => wit::Operation::Create,
+                Operation::Update => wit::Operation::Update,
+                Operation::Delete => wit::Operation::Delete,
+            },
+            object: req.object.as_ref().map(Value::to_string),
+            old_object: req.old_object.as_ref().map(Value::to_string),
+            user: wit::UserInfo {
+                username: req.user.username.clone(),
+                groups: req.user.groups.clone(),
+            },
+            related: req.related.iter().map(|r| String::from(&**r)).collect(),
+            config: req.config.as_ref().map(Value::to_string),
+        };
+        let size = wit_req.object.as_ref().map_or(0, String::len)
+            + wit_req.old_object.as_ref().map_or(0, String::len)
+            + wit_req.related.iter().map(String::len).sum::<usize>()
+            + wit_req.config.as_ref().map_or(0, String::len);
+        self.check_request_size(size)?;
+        let verdict = call(
             &self.inner.pre,
             &self.inner.log_rate,
             self.name(),
             "validate",
+            &subject,
+            self.limits,
+            share,
+            |store, instance| match instance {
+                Instance::V0_2(i) => i.call_validate(store, &wit_req),
+                Instance::V0_1(_) => Ok(Ok(())),
+            },
+        )?;
+        Ok(verdict.map_err(admission::bounded_objections))
+    }
+
+    /// Asks the plugin to fill in defaults of `obj`: the inner result is
+    /// the defaulted object, or the plugin's objections. The object may
+    /// differ from `obj` only in labels, annotations and spec; anything
+    /// else is a [`RuntimeError::ForbiddenDefault`]. A plugin without the
+    /// `default` hook returns `obj` as it is, without being called.
+    pub fn default(
+        &self,
+        obj: &Value,
+        share: Option<Box<dyn CpuShare>>,
+    ) -> Result<Result<Value, Vec<String>>, RuntimeError> {
+        let Pre::V0_2(_) = &self.inner.pre else {
+            return Ok(Ok(obj.clone()));
+        };
+        if !self.inner.info.admission.default {
+            return Ok(Ok(obj.clone()));
+        }
+        let text = obj.to_string();
+        self.check_request_size(text.len())?;
+        let returned = call(
+            &self.inner.pre,
+            &self.inner.log_rate,
+            self.name(),
+            "default",
             &object_key(obj),
             self.limits,
-            None,
-            |store, instance| instance.call_validate(store, &obj_text, old_text.as_ref()),
-        )
+            share,
+            |store, instance| match instance {
+                Instance::V0_2(i) => i.call_default(store, &text),
+                Instance::V0_1(_) => Ok(Ok(text.clone())),
+            },
+        )?;
+        match returned {
+            Ok(returned) => admission::defaulted(self.name(), obj, &returned).map(Ok),
+            Err(objections) => Ok(Err(admission::bounded_objections(objections))),
+        }
+    }
+
+    /// Refuses a request above half the memory limit: it is copied into the
+    /// guest's memory and parsed there.
+    fn check_request_size(&self, size: usize) -> Result<(), RuntimeError> {
+        let limit = self.limits.memory_bytes / 2;
+        if size > limit {
+            return Err(RuntimeError::RequestTooLarge {
+                plugin: self.name().to_owned(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {
@@ -222,14 +363,14 @@ fn key(namespace: Option<&str>, name: &str) -> String {
 /// the call runs only in its turns (see [`CpuShare`]).
 #[allow(clippy::too_many_arguments)]
 fn call<R>(
-    pre: &ReconcilerPre<Sandbox>,
+    pre: &Pre,
     log_rate: &Arc<LogRate>,
     plugin: &str,
     call: &'static str,
     subject: &str,
     limits: Limits,
     mut share: Option<Box<dyn CpuShare>>,
-    f: impl FnOnce(&mut Store<Sandbox>, &Reconciler) -> wasmtime::Result<R>,
+    f: impl FnOnce(&mut Store<Sandbox>, &Instance) -> wasmtime::Result<R>,
 ) -> Result<R, RuntimeError> {
     let mut store = Store::new(
         pre.engine(),

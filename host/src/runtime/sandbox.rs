@@ -1,7 +1,8 @@
 //! The per-call sandbox: the state of one `Store` (an empty WASI context,
 //! a memory cap, a captured stderr) and the `host` functions plugins import.
 
-use super::bindings::trellis::reconciler::{host, types};
+use super::bindings::v0_1::trellis::reconciler as v0_1;
+use super::bindings::v0_2::trellis::reconciler::{host, types};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
@@ -126,6 +127,22 @@ impl WasiView for Sandbox {
 }
 
 impl types::Host for Sandbox {}
+impl v0_1::types::Host for Sandbox {}
+
+/// A 0.1.0 plugin's `log`: the same function, older names.
+impl v0_1::host::Host for Sandbox {
+    fn log(&mut self, level: v0_1::host::Level, message: String) {
+        use v0_1::host::Level as Old;
+        let level = match level {
+            Old::Trace => host::Level::Trace,
+            Old::Debug => host::Level::Debug,
+            Old::Info => host::Level::Info,
+            Old::Warn => host::Level::Warn,
+            Old::Error => host::Level::Error,
+        };
+        host::Host::log(self, level, message);
+    }
+}
 
 impl host::Host for Sandbox {
     fn log(&mut self, level: host::Level, message: String) {

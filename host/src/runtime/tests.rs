@@ -329,3 +329,78 @@ fn a_module_over_the_size_limit_is_not_compiled() {
         "{err}"
     );
 }
+
+fn hostile_object(mode: &str) -> serde_json::Value {
+    json!({"apiVersion": "test.trellis.dev/v1", "kind": "Hostile",
+        "metadata": {"name": "h", "namespace": "team-a"}, "spec": {"mode": mode}})
+}
+
+fn admission(mode: &str) -> AdmissionRequest {
+    AdmissionRequest {
+        operation: Operation::Create,
+        object: Some(hostile_object(mode)),
+        old_object: None,
+        user: UserInfo::default(),
+        related: Vec::new(),
+        config: None,
+    }
+}
+
+#[test]
+fn a_0_1_0_plugin_links_beside_0_2_0_and_has_no_admission_hooks() {
+    let legacy = runtime()
+        .load("legacy.wasm", &guest_bytes("trellis-test-wit-v0-1"), Limits::default())
+        .unwrap();
+    assert_eq!(legacy.wit_version(), "0.1.0");
+    assert!(!legacy.info().admission.any());
+    let desired = legacy
+        .reconcile(&ReconcileRequest {
+            parent: json!({"apiVersion": "test.trellis.dev/v1", "kind": "Legacy",
+                "metadata": {"name": "old", "namespace": "team-a"}})
+            .to_string()
+            .into(),
+            ..ReconcileRequest::default()
+        })
+        .unwrap();
+    assert_eq!(desired.children[0].name, "old-legacy");
+    // Admission calls are answered without calling it: nothing to refuse.
+    assert_eq!(legacy.validate(&admission("validate-refuse"), None).unwrap(), Ok(()));
+    let object = hostile_object("default-label");
+    assert_eq!(legacy.default(&object, None).unwrap(), Ok(object));
+    assert_eq!(hostile(Limits::default()).wit_version(), "0.2.0");
+}
+
+#[test]
+fn validate_and_default_run_in_the_sandbox_with_its_limits() {
+    let plugin = hostile(Limits::default());
+    assert!(plugin.info().admission.validate && plugin.info().admission.default);
+    assert_eq!(plugin.validate(&admission("ok"), None).unwrap(), Ok(()));
+    assert_eq!(
+        plugin.validate(&admission("validate-refuse"), None).unwrap(),
+        Err(vec!["hostile refuses".to_owned()])
+    );
+    let defaulted = plugin.default(&hostile_object("default-label"), None).unwrap().unwrap();
+    assert_eq!(defaulted["metadata"]["labels"]["hostile.trellis.dev/defaulted"], "yes");
+    match plugin.default(&hostile_object("default-status"), None) {
+        Err(RuntimeError::ForbiddenDefault { field, .. }) => assert_eq!(field, "status"),
+        other => panic!("a default that changes status: {other:?}"),
+    }
+    let quick = hostile(Limits {
+        timeout: std::time::Duration::from_millis(100),
+        ..Limits::default()
+    });
+    let started = Instant::now();
+    assert!(matches!(
+        quick.validate(&admission("validate-loop"), None),
+        Err(RuntimeError::Timeout { call: "validate", .. })
+    ));
+    assert!(matches!(
+        quick.default(&hostile_object("default-loop"), None),
+        Err(RuntimeError::Timeout { call: "default", .. })
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(matches!(
+        plugin.validate(&admission("validate-panic"), None),
+        Err(RuntimeError::Trap { call: "validate", .. })
+    ));
+}

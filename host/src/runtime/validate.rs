@@ -1,9 +1,9 @@
 //! Turns what a plugin returned into checked host types: every rule a
 //! response must follow before anything of it is written to the cluster.
 
-use super::bindings::trellis::reconciler::types as wit;
+use super::bindings::v0_2::trellis::reconciler::types as wit;
 use super::contract::{
-    Condition, Desired, DesiredChild, Event, KindRef, MAX_CHILDREN, MAX_EVENTS, MIN_REQUEUE, PluginInfo,
+    AdmissionHooks, Condition, Desired, DesiredChild, Event, KindRef, MAX_CHILDREN, MAX_EVENTS, MIN_REQUEUE, PluginInfo,
 };
 use super::error::{PluginFailure, RuntimeError};
 use serde_json::{Map, Value};
@@ -47,6 +47,10 @@ pub(crate) fn plugin_info(module: &str, info: wit::PluginInfo) -> Result<PluginI
         children: distinct(info.children.into_iter().map(kind)),
         related: distinct(info.related.into_iter().map(kind)),
         finalizer: info.finalizer,
+        admission: AdmissionHooks {
+            validate: info.admission.contains(wit::AdmissionHooks::VALIDATE),
+            default: info.admission.contains(wit::AdmissionHooks::DEFAULT),
+        },
     };
     for k in std::iter::once(&info.parent).chain(&info.children).chain(&info.related) {
         if k.kind.is_empty() || k.version().is_empty() || !k.kind.starts_with(|c: char| c.is_ascii_uppercase()) {

@@ -2,6 +2,13 @@
 //! (the operator-sdk tutorial's kind) into a Deployment of `size` replicas of
 //! `image` and a NodePort Service exposing `ports`. Status reports the ready
 //! replicas of the observed Deployment.
+//!
+//! Admission: `validate` refuses what reconcile would refuse, and a
+//! `nodePort` another AppService already asks for. For that the plugin reads
+//! its own kind as a related kind; the host passes the AppServices of the
+//! object's namespace only, so although nodePorts are cluster-wide only
+//! those are compared (the check runs over whatever related list the host
+//! passes). Reconcile ignores the related AppServices.
 
 use std::collections::BTreeMap;
 use trellis_sdk::k8s_openapi::api::apps::v1::DeploymentSpec;
@@ -16,6 +23,9 @@ use trellis_sdk::prelude::*;
 const MAX_SIZE: i32 = 1000;
 /// The NodePort range of a default cluster.
 const NODE_PORTS: std::ops::RangeInclusive<i32> = 30000..=32767;
+/// The parent kind, also read as a related kind.
+const API_VERSION: &str = "app.example.com/v1";
+const KIND: &str = "AppService";
 
 /// An `AppService` (only what the plugin reads).
 #[derive(Debug, Deserialize)]
@@ -76,10 +86,12 @@ pub struct AppServicePlugin;
 
 impl Reconciler for AppServicePlugin {
     fn info() -> PluginInfo {
-        PluginInfo::new("appservice", "app.example.com/v1", "AppService")
+        PluginInfo::new("appservice", API_VERSION, KIND)
             .version(env!("CARGO_PKG_VERSION"))
             .child::<Deployment>()
             .child::<Service>()
+            .related_kind(API_VERSION, KIND)
+            .validating()
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
@@ -96,11 +108,55 @@ impl Reconciler for AppServicePlugin {
         Ok(status(req, &parent.spec, response))
     }
 
-    fn validate(obj: &Value, _old: Option<&Value>) -> Result<(), Vec<String>> {
-        let parent: AppService = serde_json::from_value(obj.clone()).map_err(|e| vec![e.to_string()])?;
-        let problems = parent.spec.problems();
+    fn validate(req: &AdmissionRequest) -> Result<(), Vec<String>> {
+        if req.operation() == Operation::Delete {
+            return Ok(());
+        }
+        let parent: AppService = req.parent()?;
+        let mut problems = parent.spec.problems();
+        problems.extend(node_port_conflicts(req, &parent.spec));
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
+}
+
+/// The nodePorts `spec` asks for that another AppService of the related
+/// list (not the object itself, by namespace and name) asks for too. On an
+/// update only the nodePorts the stored object did not have are checked, so
+/// a clash from before this check does not block every other edit.
+fn node_port_conflicts(req: &AdmissionRequest, spec: &Spec) -> Vec<String> {
+    let had: Vec<i32> = req.old_json().map(node_ports).unwrap_or_default();
+    let others: Vec<&Value> = req
+        .related_kind_json(API_VERSION, KIND)
+        .into_iter()
+        .filter(|o| o["metadata"]["namespace"] != req.namespace() || o["metadata"]["name"] != req.name())
+        .collect();
+    let mut problems = Vec::new();
+    for node_port in spec.ports.iter().filter_map(|p| p.node_port) {
+        if had.contains(&node_port) {
+            continue;
+        }
+        if let Some(other) = others.iter().find(|o| node_ports(o).contains(&node_port)) {
+            let (namespace, name) = (&other["metadata"]["namespace"], &other["metadata"]["name"]);
+            problems.push(format!(
+                "nodePort {node_port} is already used by AppService {}/{}",
+                namespace.as_str().unwrap_or_default(),
+                name.as_str().unwrap_or_default()
+            ));
+        }
+    }
+    problems
+}
+
+/// The nodePorts an AppService asks for, read leniently (another object's
+/// spec need not be valid to hold a port).
+fn node_ports(app_service: &Value) -> Vec<i32> {
+    app_service["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_i64())
+        .filter_map(|p| i32::try_from(p).ok())
+        .collect()
 }
 
 /// The port the container listens on: a numeric `targetPort`, else `port`.
@@ -202,3 +258,108 @@ fn status(req: &Request, spec: &Spec, response: Response) -> Response {
 }
 
 trellis_sdk::export_reconciler!(AppServicePlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(namespace: &str, name: &str, node_ports: &[i32]) -> Value {
+        let ports: Vec<Value> = node_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| json!({"port": 80 + i, "nodePort": p}))
+            .collect();
+        json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"size": 1, "image": "nginx", "ports": ports},
+        })
+    }
+
+    fn create(obj: Value, related: &[Value]) -> Result<(), Vec<String>> {
+        let req = related.iter().cloned().fold(
+            AdmissionRequest::for_test(Operation::Create, Some(obj), None),
+            AdmissionRequest::with_related,
+        );
+        AppServicePlugin::validate(&req)
+    }
+
+    #[test]
+    fn a_node_port_of_another_app_service_is_refused() {
+        let others = [app("team-a", "web", &[30080]), app("team-a", "api", &[30090])];
+        assert_eq!(
+            create(app("team-a", "shop", &[30090, 30100]), &others),
+            Err(vec![
+                "nodePort 30090 is already used by AppService team-a/api".to_owned()
+            ])
+        );
+        assert_eq!(create(app("team-a", "shop", &[30100]), &others), Ok(()));
+    }
+
+    #[test]
+    fn the_object_itself_and_other_kinds_do_not_count() {
+        let stored = app("team-a", "web", &[30080]);
+        let mut changed = app("team-a", "web", &[30080, 30081]);
+        changed["spec"]["size"] = json!(3);
+        let req =
+            AdmissionRequest::for_test(Operation::Update, Some(changed), Some(stored.clone())).with_related(stored);
+        assert_eq!(AppServicePlugin::validate(&req), Ok(()));
+        let mut not_an_app_service = app("team-a", "other", &[30080]);
+        not_an_app_service["kind"] = json!("Other");
+        assert_eq!(create(app("team-a", "new", &[30080]), &[not_an_app_service]), Ok(()));
+        // Same name in another namespace is another AppService.
+        assert_eq!(
+            create(app("team-a", "web", &[30080]), &[app("team-b", "web", &[30080])]),
+            Err(vec![
+                "nodePort 30080 is already used by AppService team-b/web".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn an_update_is_refused_only_for_node_ports_it_adds() {
+        let others = app("team-a", "api", &[30080, 30090]);
+        let stored = app("team-a", "web", &[30080]);
+        let keeps = AdmissionRequest::for_test(Operation::Update, Some(stored.clone()), Some(stored.clone()))
+            .with_related(others.clone());
+        assert_eq!(AppServicePlugin::validate(&keeps), Ok(()));
+        let adds = AdmissionRequest::for_test(
+            Operation::Update,
+            Some(app("team-a", "web", &[30080, 30090])),
+            Some(stored),
+        )
+        .with_related(others);
+        assert_eq!(
+            AppServicePlugin::validate(&adds),
+            Err(vec![
+                "nodePort 30090 is already used by AppService team-a/api".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn spec_problems_are_refused_and_deletes_accepted() {
+        let mut bad = app("team-a", "web", &[80]);
+        bad["spec"]["image"] = json!("");
+        assert_eq!(
+            create(bad, &[]),
+            Err(vec![
+                "image is required".to_owned(),
+                "nodePort 80 is outside 30000-32767".to_owned()
+            ])
+        );
+        let delete = AdmissionRequest::for_test(Operation::Delete, None, Some(app("team-a", "web", &[30080])))
+            .with_related(app("team-a", "api", &[30080]));
+        assert_eq!(AppServicePlugin::validate(&delete), Ok(()));
+    }
+
+    #[test]
+    fn reconcile_ignores_related_app_services() {
+        let parent = app("team-a", "web", &[30080]);
+        let alone = AppServicePlugin::reconcile(&Request::new(parent.clone())).unwrap();
+        let with_others =
+            AppServicePlugin::reconcile(&Request::new(parent).with_related(app("team-a", "api", &[30080]))).unwrap();
+        assert_eq!(alone.children_json(), with_others.children_json());
+        assert_eq!(alone.status_json(), with_others.status_json());
+    }
+}

@@ -6,6 +6,11 @@
 //! changes roll one pod at a time. Status mirrors etcd-operator's: `phase`,
 //! `size`, `currentVersion`, `targetVersion`, `readyMembers`, `serviceName`,
 //! `clientPort`.
+//!
+//! Admission: `validate` refuses a spec that reconcile would refuse, and an
+//! update moving `spec.size` by more than one member while the stored
+//! status does not report every member ready (`readyMembers == size`, see
+//! `ObservedStatus::healthy` in `spec`).
 
 mod children;
 mod members;
@@ -30,6 +35,7 @@ impl Reconciler for EtcdClusterPlugin {
             .child::<ConfigMap>()
             .child::<PodDisruptionBudget>()
             .child::<Job>()
+            .validating()
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
@@ -84,10 +90,88 @@ impl Reconciler for EtcdClusterPlugin {
         )))
     }
 
-    fn validate(obj: &Value, _old: Option<&Value>) -> Result<(), Vec<String>> {
-        let parent: EtcdCluster = serde_json::from_value(obj.clone()).map_err(|e| vec![e.to_string()])?;
-        parent.spec.checked().map(|_| ()).map_err(|e| vec![e])
+    fn validate(req: &AdmissionRequest) -> Result<(), Vec<String>> {
+        if req.operation() == Operation::Delete {
+            return Ok(());
+        }
+        let parent: EtcdCluster = req.parent()?;
+        let spec = parent.spec.checked().map_err(|e| vec![e])?;
+        // A stored object that no longer parses is no reason to refuse its
+        // repair: the size check needs both sizes.
+        let old = req.old::<EtcdCluster>().ok().flatten();
+        match old.and_then(|old| spec::size_change_problem(&old, &spec)) {
+            Some(problem) => Err(vec![problem]),
+            None => Ok(()),
+        }
     }
 }
 
 trellis_sdk::export_reconciler!(EtcdClusterPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(size: i32, status: Option<Value>) -> Value {
+        let mut obj = json!({
+            "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
+            "metadata": {"name": "etcd", "namespace": "db"},
+            "spec": {"size": size, "version": "3.5.17"},
+        });
+        if let Some(status) = status {
+            obj["status"] = status;
+        }
+        obj
+    }
+
+    fn status(size: i32, ready: i32) -> Option<Value> {
+        Some(json!({"phase": "Running", "size": size, "readyMembers": ready, "currentVersion": "3.5.17"}))
+    }
+
+    fn update(old: Value, new: Value) -> Result<(), Vec<String>> {
+        EtcdClusterPlugin::validate(&AdmissionRequest::for_test(Operation::Update, Some(new), Some(old)))
+    }
+
+    #[test]
+    fn a_healthy_cluster_may_change_size_by_any_amount() {
+        assert_eq!(update(cluster(3, status(3, 3)), cluster(7, None)), Ok(()));
+        assert_eq!(update(cluster(5, status(5, 5)), cluster(1, None)), Ok(()));
+    }
+
+    #[test]
+    fn an_unhealthy_cluster_changes_size_one_member_at_a_time() {
+        assert_eq!(update(cluster(3, status(3, 2)), cluster(4, None)), Ok(()));
+        assert_eq!(update(cluster(3, status(3, 2)), cluster(2, None)), Ok(()));
+        assert_eq!(
+            update(cluster(3, status(3, 2)), cluster(5, None)),
+            Err(vec![
+                "spec.size may change by one member at a time while the cluster is not healthy (3 → 5; 2/3 members ready)"
+                    .to_owned()
+            ])
+        );
+        assert_eq!(
+            update(cluster(3, None), cluster(1, None)),
+            Err(vec![
+                "spec.size may change by one member at a time while the cluster is not healthy (3 → 1; no status yet)"
+                    .to_owned()
+            ])
+        );
+        // A StatefulSet with no members yet is not healthy either.
+        assert!(update(cluster(3, status(0, 0)), cluster(5, None)).is_err());
+    }
+
+    #[test]
+    fn other_updates_creates_and_deletes_are_checked_as_reconcile_does() {
+        let mut new_version = cluster(3, None);
+        new_version["spec"]["version"] = json!("3.5.18");
+        assert_eq!(update(cluster(3, status(3, 1)), new_version), Ok(()));
+        let create = |obj| EtcdClusterPlugin::validate(&AdmissionRequest::for_test(Operation::Create, Some(obj), None));
+        assert_eq!(create(cluster(3, None)), Ok(()));
+        assert_eq!(
+            create(cluster(0, None)),
+            Err(vec!["size must be at least 1, not 0".to_owned()])
+        );
+        let delete = AdmissionRequest::for_test(Operation::Delete, None, Some(cluster(3, status(3, 0))));
+        assert_eq!(EtcdClusterPlugin::validate(&delete), Ok(()));
+    }
+}

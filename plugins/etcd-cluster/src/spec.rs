@@ -34,6 +34,44 @@ pub struct Spec {
 #[serde(rename_all = "camelCase")]
 pub struct ObservedStatus {
     pub current_version: Option<String>,
+    /// The members the StatefulSet runs.
+    pub size: Option<i32>,
+    /// The members that are ready.
+    pub ready_members: Option<i32>,
+}
+
+impl ObservedStatus {
+    /// Healthy: the status reports at least one member and every member it
+    /// reports ready (`readyMembers == size`). The `Ready` condition is not
+    /// the test: it is also `False` while a healthy cluster moves towards its
+    /// spec (a step of a resize, an upgrade), which is no reason to hold it.
+    pub fn healthy(&self) -> bool {
+        matches!((self.size, self.ready_members), (Some(size), Some(ready)) if size >= 1 && ready == size)
+    }
+
+    /// `2/3 members ready`, or that no reconcile has reported any yet.
+    fn members(&self) -> String {
+        match (self.size, self.ready_members) {
+            (Some(size), Some(ready)) => format!("{ready}/{size} members ready"),
+            _ => "no members reported yet".to_owned(),
+        }
+    }
+}
+
+/// The refusal of an update of `spec.size` from `old` to `new` by more than
+/// one member while the stored status says the cluster is not healthy (a
+/// missing status counts as not healthy).
+pub fn size_change_problem(old: &EtcdCluster, new: &Checked) -> Option<String> {
+    let status = old.status.as_ref();
+    if (new.size - old.spec.size).abs() <= 1 || status.is_some_and(ObservedStatus::healthy) {
+        return None;
+    }
+    Some(format!(
+        "spec.size may change by one member at a time while the cluster is not healthy ({} → {}; {})",
+        old.spec.size,
+        new.size,
+        status.map_or_else(|| "no status yet".to_owned(), ObservedStatus::members),
+    ))
 }
 
 /// A spec that passed the checks.

@@ -3,6 +3,10 @@
 //! so a Node that joins gets its Pod and the Pod of a Node that leaves is
 //! pruned. Status counts the Nodes (`desiredReplicas`) and the Pods that are
 //! Ready (`availableReplicas`).
+//!
+//! Admission: `default` gives an image without a tag or digest the tag
+//! `latest` (`nginx` becomes `nginx:latest`); `validate` refuses a
+//! `MyDaemonSet` without an image.
 
 use std::collections::BTreeMap;
 use trellis_sdk::k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Toleration};
@@ -42,6 +46,8 @@ impl Reconciler for MyDaemonSetPlugin {
             .version(env!("CARGO_PKG_VERSION"))
             .child::<Pod>()
             .related::<Node>()
+            .validating()
+            .defaulting()
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
@@ -74,10 +80,30 @@ impl Reconciler for MyDaemonSetPlugin {
             )))
     }
 
-    fn validate(obj: &Value, _old: Option<&Value>) -> Result<(), Vec<String>> {
-        let parent: MyDaemonSet = serde_json::from_value(obj.clone()).map_err(|e| vec![e.to_string()])?;
+    fn validate(req: &AdmissionRequest) -> Result<(), Vec<String>> {
+        if req.operation() == Operation::Delete {
+            return Ok(());
+        }
+        let parent: MyDaemonSet = req.parent()?;
         checked_image(&parent).map(|_| ()).map_err(|e| vec![e])
     }
+
+    fn default(obj: &mut Value) -> Result<(), Vec<String>> {
+        if let Some(image) = obj["spec"]["image"].as_str().and_then(with_default_tag) {
+            obj["spec"]["image"] = Value::String(image);
+        }
+        Ok(())
+    }
+}
+
+/// `image` with the tag `latest` when it names neither a tag nor a digest;
+/// `None` when it needs nothing (or is empty: `validate` refuses that). A
+/// colon before the last `/` is a registry's port, not a tag.
+fn with_default_tag(image: &str) -> Option<String> {
+    let image = image.trim();
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let pinned = image.contains('@') || last.contains(':');
+    (!image.is_empty() && !pinned).then(|| format!("{image}:latest"))
 }
 
 /// `<parent>-<node>`, shortened with a hash of the node's name when too long.
@@ -143,5 +169,60 @@ mod tests {
         assert!(name.len() <= MAX_NAME);
         assert_eq!(name, pod_name("ds", &node));
         assert_eq!(pod_name("ds", "node-1"), "ds-node-1");
+    }
+
+    fn daemon_set(spec: Value) -> Value {
+        json!({
+            "apiVersion": "apps.zhongmingmao.io/v1beta1", "kind": "MyDaemonSet",
+            "metadata": {"name": "ds", "namespace": "ns"}, "spec": spec,
+        })
+    }
+
+    fn defaulted(image: &str) -> Value {
+        let mut obj = daemon_set(json!({"image": image}));
+        MyDaemonSetPlugin::default(&mut obj).unwrap();
+        obj["spec"]["image"].clone()
+    }
+
+    #[test]
+    fn an_image_without_tag_or_digest_gets_latest() {
+        assert_eq!(defaulted("nginx"), "nginx:latest");
+        assert_eq!(defaulted("registry:5000/team/app"), "registry:5000/team/app:latest");
+        assert_eq!(defaulted("nginx:1.25"), "nginx:1.25");
+        assert_eq!(defaulted("registry:5000/team/app:2"), "registry:5000/team/app:2");
+        let digest = format!("nginx@sha256:{}", "a".repeat(64));
+        assert_eq!(defaulted(&digest), digest.as_str());
+        assert_eq!(defaulted(""), "");
+    }
+
+    #[test]
+    fn defaulting_leaves_an_object_without_image_alone() {
+        let mut obj = daemon_set(json!({}));
+        MyDaemonSetPlugin::default(&mut obj).unwrap();
+        assert_eq!(obj, daemon_set(json!({})));
+    }
+
+    #[test]
+    fn an_image_is_required_on_create_and_update() {
+        let refused = Err(vec!["image is required".to_owned()]);
+        for spec in [json!({}), json!({"image": ""}), json!({"image": "  "})] {
+            let create = AdmissionRequest::for_test(Operation::Create, Some(daemon_set(spec.clone())), None);
+            assert_eq!(MyDaemonSetPlugin::validate(&create), refused);
+            let old = daemon_set(json!({"image": "nginx:latest"}));
+            let update = AdmissionRequest::for_test(Operation::Update, Some(daemon_set(spec)), Some(old));
+            assert_eq!(MyDaemonSetPlugin::validate(&update), refused);
+        }
+        let missing_spec = json!({"apiVersion": "apps.zhongmingmao.io/v1beta1", "kind": "MyDaemonSet"});
+        let create = AdmissionRequest::for_test(Operation::Create, Some(missing_spec), None);
+        assert_eq!(MyDaemonSetPlugin::validate(&create), refused);
+    }
+
+    #[test]
+    fn an_image_is_accepted_and_deletes_always_are() {
+        let good = daemon_set(json!({"image": "nginx:latest"}));
+        let create = AdmissionRequest::for_test(Operation::Create, Some(good), None);
+        assert_eq!(MyDaemonSetPlugin::validate(&create), Ok(()));
+        let delete = AdmissionRequest::for_test(Operation::Delete, None, Some(daemon_set(json!({}))));
+        assert_eq!(MyDaemonSetPlugin::validate(&delete), Ok(()));
     }
 }

@@ -63,8 +63,11 @@ impl Reconciler for RedisPlugin {
             )))
     }
 
-    fn validate(obj: &Value, _old: Option<&Value>) -> Result<(), Vec<String>> {
-        let parent: RedisEnterpriseCluster = serde_json::from_value(obj.clone()).map_err(|e| vec![e.to_string()])?;
+    fn validate(req: &AdmissionRequest) -> Result<(), Vec<String>> {
+        if req.operation() == Operation::Delete {
+            return Ok(());
+        }
+        let parent: RedisEnterpriseCluster = req.parent()?;
         parent.spec.checked().map(|_| ()).map_err(|e| vec![e])
     }
 }

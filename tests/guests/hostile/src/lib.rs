@@ -3,6 +3,14 @@
 //! bad output, writes outside its namespace, floods of children or events,
 //! ...). `ok` behaves.
 //!
+//! It asks for both admission hooks, and `spec.mode` picks their
+//! misbehaviour too: `validate-loop` (an endless loop), `validate-panic`,
+//! `validate-refuse` (refuses with "hostile refuses"); `default-loop`,
+//! `default-status` (returns the object with `status` set to
+//! `{"tampered": true}`, a change the host must refuse) and `default-label`
+//! (adds the label `hostile.trellis.dev/defaulted: "yes"`, an allowed
+//! change). Any other mode is accepted and left unchanged by the hooks.
+//!
 //! It asks for a finalizer: a deleted parent stays until it carries the
 //! annotation `test.trellis.dev/release: "yes"`.
 
@@ -21,6 +29,36 @@ impl Reconciler for Hostile {
             .child::<ClusterRoleBinding>()
             .related::<Secret>()
             .with_finalizer()
+            .validating()
+            .defaulting()
+    }
+
+    fn validate(req: &AdmissionRequest) -> Result<(), Vec<String>> {
+        let mode = req
+            .object_json()
+            .and_then(|o| o["spec"]["mode"].as_str())
+            .unwrap_or("ok");
+        match mode {
+            "validate-loop" => loop {
+                std::hint::black_box(mode);
+            },
+            "validate-panic" => panic!("hostile plugin panics in validate on purpose"),
+            "validate-refuse" => Err(vec!["hostile refuses".to_owned()]),
+            _ => Ok(()),
+        }
+    }
+
+    fn default(obj: &mut Value) -> Result<(), Vec<String>> {
+        let mode = obj["spec"]["mode"].as_str().unwrap_or("ok").to_owned();
+        match mode.as_str() {
+            "default-loop" => loop {
+                std::hint::black_box(&mode);
+            },
+            "default-status" => obj["status"] = json!({"tampered": true}),
+            "default-label" => obj["metadata"]["labels"]["hostile.trellis.dev/defaulted"] = json!("yes"),
+            _ => {}
+        }
+        Ok(())
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
@@ -35,7 +73,9 @@ impl Reconciler for Hostile {
         let mode = req.parent_json()["spec"]["mode"].as_str().unwrap_or("ok").to_owned();
         let config_map = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"mode": mode}});
         match mode.as_str() {
-            "ok" => Ok(Response::new().child(&config_map(&format!("{}-out", req.name()))).condition(Condition::ready(true, "Fine", "ok"))),
+            // The admission modes reconcile as `ok` does.
+            "ok" | "validate-loop" | "validate-panic" | "validate-refuse" | "default-loop" | "default-status"
+            | "default-label" => Ok(Response::new().child(&config_map(&format!("{}-out", req.name()))).condition(Condition::ready(true, "Fine", "ok"))),
             "loop" => loop {
                 std::hint::black_box(&mode);
             },
@@ -113,3 +153,43 @@ fn recurse(depth: u64) -> u64 {
 }
 
 trellis_sdk::export_reconciler!(Hostile);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hostile(mode: &str) -> Value {
+        json!({"apiVersion": "test.trellis.dev/v1", "kind": "Hostile", "metadata": {"name": "h"}, "spec": {"mode": mode}})
+    }
+
+    #[test]
+    fn validate_refuses_or_accepts_by_mode() {
+        let validate = |mode| {
+            Hostile::validate(&AdmissionRequest::for_test(
+                Operation::Create,
+                Some(hostile(mode)),
+                None,
+            ))
+        };
+        assert_eq!(validate("validate-refuse"), Err(vec!["hostile refuses".to_owned()]));
+        assert_eq!(validate("ok"), Ok(()));
+        assert_eq!(validate("default-status"), Ok(()));
+        let delete = AdmissionRequest::for_test(Operation::Delete, None, Some(hostile("validate-refuse")));
+        assert_eq!(Hostile::validate(&delete), Ok(()));
+    }
+
+    #[test]
+    fn default_tampers_or_labels_by_mode() {
+        let defaulted = |mode| {
+            let mut obj = hostile(mode);
+            Hostile::default(&mut obj).unwrap();
+            obj
+        };
+        assert_eq!(defaulted("default-status")["status"], json!({"tampered": true}));
+        assert_eq!(
+            defaulted("default-label")["metadata"]["labels"]["hostile.trellis.dev/defaulted"],
+            "yes"
+        );
+        assert_eq!(defaulted("validate-refuse"), hostile("validate-refuse"));
+    }
+}

@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// Days the webhooks' CA is valid; it is replaced two thirds into its life.
     #[arg(long, default_value_t = 365)]
     pub webhook_ca_days: u64,
+    /// Refuse a ReconcilerPlugin or ClusterReconcilerPlugin naming a
+    /// ServiceAccount that the requesting user may not impersonate (a
+    /// validating webhook of the host; needs --webhook-addr).
+    #[arg(long, env = "TRELLIS_CHECK_SERVICE_ACCOUNT_USE", requires = "webhook_addr")]
+    pub check_service_account_use: bool,
     /// This pod's IP (downward API): in cluster, the leader points the
     /// webhook Service's EndpointSlice at it.
     #[arg(long, env = "POD_IP")]
@@ -183,6 +188,7 @@ impl TryFrom<RunArgs> for crate::run::RunOptions {
                     crate::admission::AdmissionOptions::new(addr, a.webhook_url.clone(), &a.plugin_namespace)?;
                 options.ca_validity = Duration::from_secs(a.webhook_ca_days.max(1) * 24 * 3600);
                 options.pod_ip = a.pod_ip;
+                options.check_service_account_use = a.check_service_account_use;
                 Some(options)
             }
             None => None,

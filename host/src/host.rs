@@ -149,9 +149,9 @@ pub async fn run_host(
     let webhook_server = match &options.admission {
         Some(admission) => {
             let listener = admission::server::bind(admission.addr).await?;
-            let (serving, mut stop) = (serving.clone(), shutdown.clone());
+            let (serving, mut stop, client) = (serving.clone(), shutdown.clone(), client.clone());
             Some(tokio::spawn(async move {
-                admission::server::serve(listener, serving.cert, serving.targets, async move {
+                admission::server::serve(listener, serving.cert, serving.targets, client, async move {
                     let _ = stop.changed().await;
                 })
                 .await

@@ -139,6 +139,7 @@ async fn plugins_admit_default_and_refuse_through_the_hosts_webhooks() {
     )
     .unwrap();
     admission.ca_validity = CA_VALIDITY;
+    admission.check_service_account_use = true;
     let config = ns.env().config();
     let host = TestHost::start_with_client(admin.clone(), plugins, |mut o| {
         o.client_config = Some(config);
@@ -234,6 +235,46 @@ async fn plugins_admit_default_and_refuse_through_the_hosts_webhooks() {
     );
     let message = refusal(apply(&tenant_hostiles, &common::hostile("tamper", "default-status")).await);
     assert!(message.contains("default changed status"), "{message}");
+
+    // Who may name a ServiceAccount: jane may write registrations of the
+    // tenant's namespace, but names its plugin's account only once she may
+    // impersonate it.
+    let jane_rules = |extra: Value| {
+        let mut rules = vec![json!({"apiGroups": ["trellis.dev"], "resources": ["reconcilerplugins"], "verbs": ["get", "create", "patch"]})];
+        if !extra.is_null() {
+            rules.push(extra);
+        }
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "jane", "namespace": tenant.name()}, "rules": rules})
+    };
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "jane", "namespace": tenant.name()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "jane"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]});
+    common::apply_yaml_stream(&admin, &format!("{}\n---\n{binding}", jane_rules(Value::Null))).await;
+    let jane: Api<DynamicObject> = Api::namespaced_with(
+        ns.env().client_as("jane", &["system:authenticated"]),
+        tenant.name(),
+        &kube::api::ApiResource::erase::<ReconcilerPlugin>(&()),
+    );
+    let janes = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin", "metadata": {"name": "janes"},
+        "spec": {"serviceAccountName": "hostile", "module": {"configMap": {"name": "hostile", "key": "module.wasm"}}}});
+    let message = until("jane's registration to be refused", SETTLE, || async {
+        match apply(&jane, &janes).await {
+            Err(kube::Error::Api(e)) if e.message.contains("impersonate") => Ok(e.message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(message.contains("jane may not impersonate ServiceAccount") && message.contains("/hostile"), "{message}");
+    let impersonate = json!({"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"], "resourceNames": ["hostile"]});
+    common::apply_yaml_stream(&admin, &jane_rules(impersonate).to_string()).await;
+    until("jane's registration to be admitted once she may impersonate", SETTLE, || async {
+        apply(&jane, &janes).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    Api::<ReconcilerPlugin>::namespaced(admin.clone(), tenant.name())
+        .delete("janes", &Default::default())
+        .await
+        .unwrap();
 
     // A looping validate gets the failurePolicy answer (Fail) within the
     // deadline, and the API server answers others meanwhile.

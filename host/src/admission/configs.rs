@@ -32,6 +32,11 @@ pub enum Endpoint {
     Service { namespace: String, name: String, port: i32 },
 }
 
+/// How the API server reaches `path` of the host's webhooks.
+pub fn client_config(endpoint: &Endpoint, path: &str, ca_bundle: &str) -> WebhookClientConfig {
+    endpoint.client_config(path, ca_bundle)
+}
+
 impl Endpoint {
     fn client_config(&self, path: &str, ca_bundle: &str) -> WebhookClientConfig {
         let ca_bundle = Some(ByteString(ca_bundle.as_bytes().to_vec()));

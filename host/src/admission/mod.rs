@@ -8,12 +8,15 @@
 //!   expiry, and the serving certificate it signs.
 //! - [`configs`]: one Validating/MutatingWebhookConfiguration per
 //!   registration whose plugin asks for hooks (pure planning).
+//! - [`accounts`]: the opt-in check that whoever names a ServiceAccount in
+//!   a registration may impersonate it.
 //! - [`Webhooks`]: the leader's part, run on every registry sync: which
 //!   registrations the server answers for ([`Targets`]), the CA, the
 //!   configurations (applied, and pruned once their registration is gone),
 //!   the serving certificate, and in cluster the EndpointSlice that sends
 //!   the API server's calls to the leader.
 
+pub mod accounts;
 pub mod certs;
 pub mod configs;
 pub mod review;
@@ -74,6 +77,9 @@ pub struct AdmissionOptions {
     /// This pod's IP, in cluster: the leader points the Service's
     /// EndpointSlice at it.
     pub pod_ip: Option<IpAddr>,
+    /// Check that whoever names a ServiceAccount in a registration may
+    /// impersonate it ([`accounts`]).
+    pub check_service_account_use: bool,
 }
 
 impl AdmissionOptions {
@@ -100,6 +106,7 @@ impl AdmissionOptions {
             secret_name: "trellis-webhook-ca".to_owned(),
             ca_validity: Duration::from_secs(365 * 24 * 3600),
             pod_ip: None,
+            check_service_account_use: false,
         })
     }
 
@@ -253,6 +260,10 @@ impl Webhooks {
             if let Some(config) = plan.mutating(&self.options.endpoint, &bundle) {
                 mutating.insert(config.metadata.name.clone().unwrap_or_default(), config);
             }
+        }
+        if self.options.check_service_account_use {
+            let config = accounts::configuration(&self.options.endpoint, &bundle);
+            validating.insert(accounts::CONFIG_NAME.to_owned(), config);
         }
         self.apply_all(&validating).await?;
         self.apply_all(&mutating).await?;

@@ -1,10 +1,11 @@
 //! The HTTPS server of the webhooks, on its own port: `POST
-//! /validate/<registration>` and `/mutate/<registration>` take an
-//! AdmissionReview v1 and answer one. TLS by rustls with the certificate
+//! /validate/<registration>`, `/mutate/<registration>` and
+//! `/validate-registrations` take an AdmissionReview v1 and answer one. TLS by rustls with the certificate
 //! [`ServingCert`] holds now; each connection is handshaken and served in
 //! its own task, so a slow client holds up nobody else.
 
 use super::certs::ServingCert;
+use super::accounts;
 use super::review::{self, Hook};
 use super::{AdmissionError, Targets};
 use axum::Router;
@@ -29,31 +30,53 @@ const MAX_REVIEW_BYTES: usize = 8 << 20;
 /// How long a client may take for its TLS handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// What the routes answer from.
+#[derive(Clone)]
+struct AppState {
+    targets: Targets,
+    /// The host's client, for the registrations check.
+    client: kube::Client,
+}
+
 /// The routes, over the registrations served now.
-pub fn router(targets: Targets) -> Router {
+fn router(targets: Targets, client: kube::Client) -> Router {
     Router::new()
         .route("/validate/{registration}", post(validate))
         .route("/mutate/{registration}", post(mutate))
+        .route(accounts::PATH, post(registrations))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
-        .with_state(targets)
+        .with_state(AppState { targets, client })
 }
 
-async fn validate(State(targets): State<Targets>, Path(registration): Path<String>, body: Bytes) -> Response {
-    handle(Hook::Validate, &targets, &registration, &body).await
+async fn validate(State(state): State<AppState>, Path(registration): Path<String>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(review) => reply(&review::answer(Hook::Validate, &registration, state.targets.get(&registration), review).await),
+        Err(refused) => refused,
+    }
 }
 
-async fn mutate(State(targets): State<Targets>, Path(registration): Path<String>, body: Bytes) -> Response {
-    handle(Hook::Mutate, &targets, &registration, &body).await
+async fn mutate(State(state): State<AppState>, Path(registration): Path<String>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(review) => reply(&review::answer(Hook::Mutate, &registration, state.targets.get(&registration), review).await),
+        Err(refused) => refused,
+    }
 }
 
-async fn handle(hook: Hook, targets: &Targets, registration: &str, body: &[u8]) -> Response {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-        Ok(review) => review,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}")).into_response(),
-    };
-    let answer = review::answer(hook, registration, targets.get(registration), review).await;
-    match serde_json::to_vec(&answer) {
+async fn registrations(State(state): State<AppState>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(review) => reply(&accounts::answer(&state.client, review).await),
+        Err(refused) => refused,
+    }
+}
+
+fn parse(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}")).into_response())
+}
+
+fn reply(answer: &AdmissionReview<DynamicObject>) -> Response {
+    match serde_json::to_vec(answer) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -72,10 +95,11 @@ pub async fn serve(
     listener: TcpListener,
     cert: ServingCert,
     targets: Targets,
+    client: kube::Client,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AdmissionError> {
     let acceptor = TlsAcceptor::from(Arc::new(super::certs::server_config(cert)?));
-    let app = router(targets);
+    let app = router(targets, client);
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "serving admission webhooks");
     tokio::pin!(shutdown);

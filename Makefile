@@ -11,7 +11,7 @@ PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-re
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins toolchain envtest up down run run-check install uninstall deploy undeploy test unit-test render bench bench-scale fmt lint clean
+.PHONY: all build plugins toolchain envtest up down run run-check install uninstall deploy undeploy test unit-test render bench bench-admission bench-scale fmt lint clean
 
 all: build plugins
 
@@ -81,6 +81,12 @@ render: plugins
 ## bench: criterion benchmarks of the runtime (plugin call and compile)
 bench: plugins
 	$(CARGO) bench -p trellis --bench runtime
+
+## bench-admission: what the plugins' webhooks add to a request: client p50/p99
+## of server-side dry-run creates without and with them, and the host-side time
+## per admission call (target/admission-bench.json)
+bench-admission: plugins envtest
+	$(CARGO) bench -p trellis --bench admission
 
 ## bench-scale: N MicroServiceDeploy parents (TRELLIS_SCALE_N=1000,3000; default
 ## 1000) on one local control plane, reconciled by the hand-written kube-rs

@@ -240,7 +240,9 @@ async fn plugins_admit_default_and_refuse_through_the_hosts_webhooks() {
     // tenant's namespace, but names its plugin's account only once she may
     // impersonate it.
     let jane_rules = |extra: Value| {
-        let mut rules = vec![json!({"apiGroups": ["trellis.dev"], "resources": ["reconcilerplugins"], "verbs": ["get", "create", "patch"]})];
+        let mut rules = vec![
+            json!({"apiGroups": ["trellis.dev"], "resources": ["reconcilerplugins"], "verbs": ["get", "create", "patch"]}),
+        ];
         if !extra.is_null() {
             rules.push(extra);
         }
@@ -264,12 +266,17 @@ async fn plugins_admit_default_and_refuse_through_the_hosts_webhooks() {
         }
     })
     .await;
-    assert!(message.contains("jane may not impersonate ServiceAccount") && message.contains("/hostile"), "{message}");
+    assert!(
+        message.contains("jane may not impersonate ServiceAccount") && message.contains("/hostile"),
+        "{message}"
+    );
     let impersonate = json!({"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"], "resourceNames": ["hostile"]});
     common::apply_yaml_stream(&admin, &jane_rules(impersonate).to_string()).await;
-    until("jane's registration to be admitted once she may impersonate", SETTLE, || async {
-        apply(&jane, &janes).await.map(|_| ()).map_err(|e| e.to_string())
-    })
+    until(
+        "jane's registration to be admitted once she may impersonate",
+        SETTLE,
+        || async { apply(&jane, &janes).await.map(|_| ()).map_err(|e| e.to_string()) },
+    )
     .await;
     Api::<ReconcilerPlugin>::namespaced(admin.clone(), tenant.name())
         .delete("janes", &Default::default())

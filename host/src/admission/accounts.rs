@@ -30,7 +30,10 @@ pub fn named_account(object: &DynamicObject) -> Option<(String, String)> {
         }
         Some("ClusterReconcilerPlugin") => {
             let reference = &spec["serviceAccountRef"];
-            Some((reference["namespace"].as_str()?.to_owned(), reference["name"].as_str()?.to_owned()))
+            Some((
+                reference["namespace"].as_str()?.to_owned(),
+                reference["name"].as_str()?.to_owned(),
+            ))
         }
         _ => None,
     }
@@ -110,7 +113,10 @@ pub async fn answer(client: &kube::Client, review: AdmissionReview<DynamicObject
             ))
             .into_review(),
         Err(e) => response
-            .deny(format!("cannot check whether {who} may impersonate ServiceAccount {}/{}: {e}", account.0, account.1))
+            .deny(format!(
+                "cannot check whether {who} may impersonate ServiceAccount {}/{}: {e}",
+                account.0, account.1
+            ))
             .into_review(),
     }
 }
@@ -122,16 +128,21 @@ mod tests {
 
     #[test]
     fn the_named_account_is_read_from_either_kind() {
-        let tenant: DynamicObject = serde_json::from_value(json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin",
+        let tenant: DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ReconcilerPlugin",
             "metadata": {"name": "p", "namespace": "team-a"}, "spec": {"serviceAccountName": "bot"}}))
-        .unwrap();
+            .unwrap();
         assert_eq!(named_account(&tenant), Some(("team-a".into(), "bot".into())));
-        let cluster: DynamicObject = serde_json::from_value(json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ClusterReconcilerPlugin",
-            "metadata": {"name": "p"}, "spec": {"serviceAccountRef": {"namespace": "ops", "name": "deployer"}}}))
+        let cluster: DynamicObject = serde_json::from_value(
+            json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ClusterReconcilerPlugin",
+            "metadata": {"name": "p"}, "spec": {"serviceAccountRef": {"namespace": "ops", "name": "deployer"}}}),
+        )
         .unwrap();
         assert_eq!(named_account(&cluster), Some(("ops".into(), "deployer".into())));
-        let unnamed: DynamicObject = serde_json::from_value(json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ClusterReconcilerPlugin",
-            "metadata": {"name": "p"}, "spec": {}}))
+        let unnamed: DynamicObject = serde_json::from_value(
+            json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ClusterReconcilerPlugin",
+            "metadata": {"name": "p"}, "spec": {}}),
+        )
         .unwrap();
         assert_eq!(named_account(&unnamed), None);
     }

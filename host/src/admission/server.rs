@@ -4,8 +4,8 @@
 //! [`ServingCert`] holds now; each connection is handshaken and served in
 //! its own task, so a slow client holds up nobody else.
 
-use super::certs::ServingCert;
 use super::accounts;
+use super::certs::ServingCert;
 use super::review::{self, Hook};
 use super::{AdmissionError, Targets};
 use axum::Router;
@@ -51,14 +51,18 @@ fn router(targets: Targets, client: kube::Client) -> Router {
 
 async fn validate(State(state): State<AppState>, Path(registration): Path<String>, body: Bytes) -> Response {
     match parse(&body) {
-        Ok(review) => reply(&review::answer(Hook::Validate, &registration, state.targets.get(&registration), review).await),
+        Ok(review) => {
+            reply(&review::answer(Hook::Validate, &registration, state.targets.get(&registration), review).await)
+        }
         Err(refused) => refused,
     }
 }
 
 async fn mutate(State(state): State<AppState>, Path(registration): Path<String>, body: Bytes) -> Response {
     match parse(&body) {
-        Ok(review) => reply(&review::answer(Hook::Mutate, &registration, state.targets.get(&registration), review).await),
+        Ok(review) => {
+            reply(&review::answer(Hook::Mutate, &registration, state.targets.get(&registration), review).await)
+        }
         Err(refused) => refused,
     }
 }

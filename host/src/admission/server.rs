@@ -54,7 +54,7 @@ async fn validate(State(state): State<AppState>, Path(registration): Path<String
         Ok(review) => {
             reply(&review::answer(Hook::Validate, &registration, state.targets.get(&registration), review).await)
         }
-        Err(refused) => refused,
+        Err(refused) => *refused,
     }
 }
 
@@ -63,20 +63,20 @@ async fn mutate(State(state): State<AppState>, Path(registration): Path<String>,
         Ok(review) => {
             reply(&review::answer(Hook::Mutate, &registration, state.targets.get(&registration), review).await)
         }
-        Err(refused) => refused,
+        Err(refused) => *refused,
     }
 }
 
 async fn registrations(State(state): State<AppState>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(review) => reply(&accounts::answer(&state.client, review).await),
-        Err(refused) => refused,
+        Err(refused) => *refused,
     }
 }
 
-fn parse(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, Response> {
+fn parse(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, Box<Response>> {
     serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}")).into_response())
+        .map_err(|e| Box::new((StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}")).into_response()))
 }
 
 fn reply(answer: &AdmissionReview<DynamicObject>) -> Response {

@@ -95,6 +95,23 @@ fn refusal(result: Result<DynamicObject, kube::Error>) -> String {
     }
 }
 
+/// Applies `object` until the API refuses it (deleting it when admitted);
+/// returns the refusal's message.
+async fn until_refused(api: &Api<DynamicObject>, object: &Value) -> String {
+    let name = object["metadata"]["name"].as_str().unwrap();
+    until(&format!("{name} to be refused"), SETTLE, || async {
+        match apply(api, object).await {
+            Err(kube::Error::Api(e)) => Ok(e.message),
+            Err(e) => Err(e.to_string()),
+            Ok(_) => {
+                let _ = api.delete(name, &Default::default()).await;
+                Err("admitted".into())
+            }
+        }
+    })
+    .await
+}
+
 /// Waits until `name`'s configurations of both kinds are `present` or not.
 async fn webhook_configs_are(admin: &kube::Client, name: &str, validating: bool, mutating: bool) {
     let v: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
@@ -153,18 +170,8 @@ async fn plugins_admit_default_and_refuse_through_the_hosts_webhooks() {
 
     // MyDaemonSet: refused by the plugin's validate, defaulted by its default.
     let daemons = dynamic_api(&ns, "apps.zhongmingmao.io", "v1beta1", "MyDaemonSet");
-    let message = until("the webhook to refuse a MyDaemonSet without image", SETTLE, || async {
-        match apply(&daemons, &mydaemonset("no-image", None)).await {
-            Err(kube::Error::Api(e)) => Ok(e.message),
-            Err(e) => Err(e.to_string()),
-            // The API server had not seen the configuration yet.
-            Ok(_) => {
-                let _ = daemons.delete("no-image", &Default::default()).await;
-                Err("admitted".into())
-            }
-        }
-    })
-    .await;
+    // Until the API server has seen the configuration, it is admitted.
+    let message = until_refused(&daemons, &mydaemonset("no-image", None)).await;
     assert!(message.contains("image is required"), "{message}");
     let stored = apply(&daemons, &mydaemonset("plain", Some("nginx")))
         .await
@@ -180,18 +187,8 @@ async fn plugins_admit_default_and_refuse_through_the_hosts_webhooks() {
     apply(&apps, &appservice("web", 30080))
         .await
         .expect("the first is admitted");
-    let message = until("the second AppService on 30080 to be refused", SETTLE, || async {
-        match apply(&apps, &appservice("api", 30080)).await {
-            Err(kube::Error::Api(e)) => Ok(e.message),
-            Err(e) => Err(e.to_string()),
-            // The host's cache had not seen `web` yet: try again.
-            Ok(_) => {
-                let _ = apps.delete("api", &Default::default()).await;
-                Err("admitted".into())
-            }
-        }
-    })
-    .await;
+    // Until the host's cache has seen `web`, `api` is admitted.
+    let message = until_refused(&apps, &appservice("api", 30080)).await;
     assert!(
         message.contains(&format!(
             "nodePort 30080 is already used by AppService {}/web",
@@ -223,9 +220,25 @@ async fn plugins_admit_default_and_refuse_through_the_hosts_webhooks() {
     let other_hostiles = dynamic_api(&other, "test.trellis.dev", "v1", "Hostile");
     let message = refusal(apply(&tenant_hostiles, &common::hostile("refused", "validate-refuse")).await);
     assert!(message.contains("hostile refuses"), "{message}");
+    let answered = |hook: &str| {
+        let series = format!(
+            "trellis_admission_seconds_count{{plugin=\"{}.hostile\",hook=\"{hook}\",verdict=\"allowed\"}}",
+            tenant.name()
+        );
+        common::counter(&host.metrics, &series)
+    };
+    let before = (answered("mutate"), answered("validate"));
     apply(&other_hostiles, &common::hostile("elsewhere", "validate-refuse"))
         .await
         .expect("another namespace's object never reaches the tenant's webhook");
+    // Not even for the host to wave through: the API server never called it.
+    assert_eq!((answered("mutate"), answered("validate")), before);
+    apply(&tenant_hostiles, &common::hostile("fine", "ok")).await.unwrap();
+    assert_eq!(
+        (answered("mutate"), answered("validate")),
+        (before.0 + 1.0, before.1 + 1.0),
+        "the tenant's own objects are answered"
+    );
     let labelled = apply(&tenant_hostiles, &common::hostile("labelled", "default-label"))
         .await
         .unwrap();

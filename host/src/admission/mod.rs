@@ -428,45 +428,65 @@ impl Webhooks {
     /// In cluster, points the webhook Service at this replica (the leader):
     /// its EndpointSlice lists this pod's IP only.
     async fn keep_endpoint_slice(&mut self) -> Result<(), AdmissionError> {
-        let (Endpoint::Service { namespace, name, .. }, Some(ip)) = (&self.options.endpoint, self.options.pod_ip)
-        else {
+        let Some(slice) = leader_endpoint_slice(&self.options) else {
             return Ok(());
         };
-        let slice_name = format!("{name}-leader");
-        let key = format!("EndpointSlice/{slice_name}");
-        let body = serde_json::json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": slice_name,
-                "namespace": namespace,
-                "labels": {"kubernetes.io/service-name": name, MANAGED_BY.0: MANAGED_BY.1},
-            },
-            "addressType": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
-            "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
-            "ports": [{"name": "webhook", "port": self.options.addr.port(), "protocol": "TCP"}],
-        });
+        let key = format!("EndpointSlice/{}", slice.name);
         if self
             .applied
             .get(&key)
-            .is_some_and(|(last, at)| *last == body && at.elapsed() < REAPPLY_EVERY)
+            .is_some_and(|(last, at)| *last == slice.body && at.elapsed() < REAPPLY_EVERY)
         {
             return Ok(());
         }
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &slice.namespace);
         api.patch(
-            &slice_name,
+            &slice.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
+            &Patch::Apply(&slice.body),
         )
         .await
         .map_err(|source| AdmissionError::Api {
             what: format!("applying {key}"),
             source,
         })?;
-        self.applied.insert(key, (body, Instant::now()));
+        self.applied.insert(key, (slice.body, Instant::now()));
         Ok(())
     }
+}
+
+/// An EndpointSlice to apply.
+#[derive(Debug, PartialEq)]
+struct Slice {
+    namespace: String,
+    name: String,
+    body: Value,
+}
+
+/// The EndpointSlice that sends the webhook Service's traffic to this
+/// replica: only in cluster (a Service endpoint and this pod's IP known).
+fn leader_endpoint_slice(options: &AdmissionOptions) -> Option<Slice> {
+    let (Endpoint::Service { namespace, name, .. }, Some(ip)) = (&options.endpoint, options.pod_ip) else {
+        return None;
+    };
+    let slice_name = format!("{name}-leader");
+    let body = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": slice_name,
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": name, MANAGED_BY.0: MANAGED_BY.1},
+        },
+        "addressType": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "webhook", "port": options.addr.port(), "protocol": "TCP"}],
+    });
+    Some(Slice {
+        namespace: namespace.clone(),
+        name: slice_name,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -489,5 +509,30 @@ mod tests {
         let options = AdmissionOptions::new("127.0.0.1:0".parse().unwrap(), None, "trellis-system").unwrap();
         let (names, ips) = options.subject_names();
         assert!(names.contains(&"trellis-webhook.trellis-system.svc".to_owned()) && ips.is_empty());
+    }
+
+    #[test]
+    fn in_cluster_the_leader_points_the_webhook_service_at_its_own_pod() {
+        let addr = "0.0.0.0:9443".parse().unwrap();
+        let mut options = AdmissionOptions::new(addr, None, "trellis-system").unwrap();
+        assert_eq!(leader_endpoint_slice(&options), None, "no pod IP: no slice");
+        options.pod_ip = Some("10.0.0.7".parse().unwrap());
+        let slice = leader_endpoint_slice(&options).unwrap();
+        assert_eq!(
+            (slice.namespace.as_str(), slice.name.as_str()),
+            ("trellis-system", "trellis-webhook-leader")
+        );
+        assert_eq!(
+            slice.body["metadata"]["labels"]["kubernetes.io/service-name"],
+            "trellis-webhook"
+        );
+        assert_eq!(slice.body["endpoints"][0]["addresses"][0], "10.0.0.7");
+        assert_eq!(slice.body["ports"][0]["port"], 9443);
+        assert_eq!(slice.body["addressType"], "IPv4");
+        let outside = AdmissionOptions {
+            pod_ip: Some("10.0.0.7".parse().unwrap()),
+            ..AdmissionOptions::new(addr, Some("https://127.0.0.1:9443".into()), "trellis-system").unwrap()
+        };
+        assert_eq!(leader_endpoint_slice(&outside), None, "out of cluster the URL is used");
     }
 }

@@ -341,10 +341,8 @@ impl Webhooks {
             {
                 continue;
             }
-            let mut object = body.clone();
-            object["apiVersion"] = K::api_version(&()).into();
-            object["kind"] = K::kind(&()).into();
-            api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
+            // k8s-openapi serialises apiVersion and kind with the object.
+            api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
                 .await
                 .map_err(|source| AdmissionError::Api {
                     what: format!("applying {key}"),

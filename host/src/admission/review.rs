@@ -116,7 +116,7 @@ async fn decide(
             .await
             .map(|verdict| {
                 verdict.map(|(before, after)| {
-                    let patch = json_patch::diff(&before, &after);
+                    let patch = patch_of(&before, &after);
                     (!patch.0.is_empty()).then_some(patch)
                 })
             })
@@ -196,7 +196,8 @@ async fn call<T: Send + 'static>(
         .unwrap_or(Err(CallFailure::Deadline(ANSWER_DEADLINE)))
 }
 
-/// The JSONPatch turning `before` into `after`, for `trellis render`.
+/// The JSONPatch turning `before` into `after`: what a mutating answer (and
+/// `trellis render --admission`) carries.
 pub fn patch_of(before: &Value, after: &Value) -> json_patch::Patch {
     json_patch::diff(before, after)
 }

@@ -46,13 +46,15 @@ impl From<old::PluginInfo> for new::PluginInfo {
     }
 }
 
-impl From<&new::Request> for old::Request {
-    fn from(r: &new::Request) -> Self {
+/// Moves the fields: a 0.1.0 call takes the request the host built, not a
+/// copy of it.
+impl From<new::Request> for old::Request {
+    fn from(r: new::Request) -> Self {
         Self {
-            parent: r.parent.clone(),
-            children: r.children.clone(),
-            related: r.related.clone(),
-            config: r.config.clone(),
+            parent: r.parent,
+            children: r.children,
+            related: r.related,
+            config: r.config,
             finalizing: r.finalizing,
         }
     }

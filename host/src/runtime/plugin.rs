@@ -191,9 +191,9 @@ impl Plugin {
             &subject,
             self.limits,
             share,
-            |store, instance| match instance {
+            move |store, instance| match instance {
                 Instance::V0_1(i) => i
-                    .call_reconcile(store, &(&wit_req).into())
+                    .call_reconcile(store, &wit_req.into())
                     .map(|r| r.map(Into::into).map_err(Into::into)),
                 Instance::V0_2(i) => i.call_reconcile(store, &wit_req),
             },
@@ -203,16 +203,14 @@ impl Plugin {
 
     /// Asks the plugin whether it admits the request's object; the inner
     /// result lists the plugin's objections (bounded). A plugin without the
-    /// `validate` hook admits everything without being called. With
+    /// `validate` hook (every 0.1.0 plugin: its info has no hooks) admits
+    /// everything without being called. With
     /// `share`, the call runs only in its turns.
     pub fn validate(
         &self,
         req: &AdmissionRequest,
         share: Option<Box<dyn CpuShare>>,
     ) -> Result<Result<(), Vec<String>>, RuntimeError> {
-        let Pre::V0_2(_) = &self.inner.pre else {
-            return Ok(Ok(()));
-        };
         if !self.inner.info.admission.validate {
             return Ok(Ok(()));
         }
@@ -252,6 +250,7 @@ impl Plugin {
             share,
             |store, instance| match instance {
                 Instance::V0_2(i) => i.call_validate(store, &wit_req),
+                // Not reached: a 0.1.0 plugin has no hooks (above).
                 Instance::V0_1(_) => Ok(Ok(())),
             },
         )?;
@@ -268,9 +267,6 @@ impl Plugin {
         obj: &Value,
         share: Option<Box<dyn CpuShare>>,
     ) -> Result<Result<Value, Vec<String>>, RuntimeError> {
-        let Pre::V0_2(_) = &self.inner.pre else {
-            return Ok(Ok(obj.clone()));
-        };
         if !self.inner.info.admission.default {
             return Ok(Ok(obj.clone()));
         }
@@ -284,9 +280,10 @@ impl Plugin {
             &object_key(obj),
             self.limits,
             share,
-            |store, instance| match instance {
+            move |store, instance| match instance {
                 Instance::V0_2(i) => i.call_default(store, &text),
-                Instance::V0_1(_) => Ok(Ok(text.clone())),
+                // Not reached: a 0.1.0 plugin has no hooks (above).
+                Instance::V0_1(_) => Ok(Ok(text)),
             },
         )?;
         match returned {

@@ -7,7 +7,7 @@ SHELL := bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 # Every crate that builds into a plugin module (.wasm).
-PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap trellis-test-wit-v0-1
+PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-plugin-jmx-exporter trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap trellis-test-wit-v0-1
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 

@@ -2,12 +2,13 @@
 //! host would apply, like `helm template` or `crossplane render`.
 
 use crate::runtime::{
-    AdmissionRequest, KindRef, Limits, Operation, Plugin, ReconcileRequest, Runtime, RuntimeConfig, RuntimeError,
-    UserInfo,
+    AdmissionRequest, Candidate, Decoration, KindRef, Limits, Operation, Plugin, ReconcileRequest, RelatedAnswer,
+    RelatedPicker, Runtime, RuntimeConfig, RuntimeError, UserInfo, namespace_kind,
 };
 use crate::status;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -121,10 +122,15 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
         let related = related.iter().map(|r| Arc::from(r.to_string())).collect();
         return render_admission(&plugin, operation, parent, old, related, config);
     }
+    let namespace = parent["metadata"]["namespace"].as_str().map(str::to_owned);
+    let given = GivenRelated::new(&related, namespace.as_deref());
     let request = ReconcileRequest {
         parent: Arc::from(parent.to_string()),
         children: children.iter().map(|c| Arc::from(c.to_string())).collect(),
-        related: related.iter().map(|r| Arc::from(r.to_string())).collect(),
+        related: Vec::new(),
+        pick_related: Some(RelatedPicker(Arc::new(move |answer| {
+            Ok(given.pick(answer, namespace.as_deref()))
+        }))),
         config,
         finalizing: false,
     };
@@ -151,12 +157,117 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(object).map_err(RenderError::Print)?);
     }
-    // Events the host would record on the parent, as comments.
+    // Decorations the host would apply to objects it does not own, and
+    // events it would record on the parent, as comments.
+    for decoration in &desired.decorations {
+        out.push_str(&decoration_line(decoration));
+    }
     for event in &desired.events {
         let kind = if event.warning { "Warning" } else { "Normal" };
         out.push_str(&format!("# event {kind} {}: {}\n", event.reason, event.message));
     }
     Ok(out)
+}
+
+/// One decoration as a comment line: its target, then the labels and
+/// annotations set (`null`: removed) as JSON.
+fn decoration_line(decoration: &Decoration) -> String {
+    let target = &decoration.target;
+    let at = match &target.namespace {
+        Some(ns) => format!("{ns}/{}", target.name),
+        None => target.name.clone(),
+    };
+    let fields = json!({"labels": decoration.labels, "annotations": decoration.annotations});
+    format!("# decorate {} {at} {fields}\n", target.kind)
+}
+
+/// Kinds render takes as cluster-scoped (it has no API to ask): the
+/// others, without a namespace, are in the parent's.
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "StorageClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PriorityClass",
+];
+
+/// A `--related` object as a selector sees it.
+struct GivenObject {
+    kind: KindRef,
+    namespace: Option<String>,
+    name: String,
+    labels: BTreeMap<String, String>,
+    text: Arc<str>,
+}
+
+impl Candidate for GivenObject {
+    fn kind(&self) -> &KindRef {
+        &self.kind
+    }
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+}
+
+/// The `--related` objects, picked as the host would pick from its caches.
+struct GivenRelated {
+    objects: Vec<GivenObject>,
+    namespace_labels: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl GivenRelated {
+    fn new(related: &[Value], parent_namespace: Option<&str>) -> Self {
+        let objects: Vec<GivenObject> = related
+            .iter()
+            .map(|object| {
+                let kind = KindRef::of(object).unwrap_or_else(|| KindRef::new("", ""));
+                let meta = &object["metadata"];
+                let namespace = match meta["namespace"].as_str() {
+                    Some(ns) => Some(ns.to_owned()),
+                    None if CLUSTER_SCOPED.contains(&kind.kind.as_str()) => None,
+                    None => parent_namespace.map(str::to_owned),
+                };
+                GivenObject {
+                    kind,
+                    namespace,
+                    name: meta["name"].as_str().unwrap_or_default().to_owned(),
+                    labels: serde_json::from_value(meta["labels"].clone()).unwrap_or_default(),
+                    text: Arc::from(object.to_string()),
+                }
+            })
+            .collect();
+        let namespace_labels = objects
+            .iter()
+            .filter(|o| o.kind == namespace_kind())
+            .map(|o| (o.name.clone(), o.labels.clone()))
+            .collect();
+        Self {
+            objects,
+            namespace_labels,
+        }
+    }
+
+    /// Every object without an answer (as given); with one, what it picks.
+    fn pick(&self, answer: &RelatedAnswer, parent_namespace: Option<&str>) -> Vec<Arc<str>> {
+        let RelatedAnswer::Selected(selectors) = answer else {
+            return self.objects.iter().map(|o| o.text.clone()).collect();
+        };
+        let labels_of = |ns: &str| self.namespace_labels.get(ns);
+        self.objects
+            .iter()
+            .filter(|o| selectors.iter().any(|s| s.selects(*o, parent_namespace, &labels_of)))
+            .map(|o| o.text.clone())
+            .collect()
+    }
 }
 
 /// What the host's webhooks would answer for `object`: the plugin's

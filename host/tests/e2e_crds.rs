@@ -183,3 +183,24 @@ async fn my_daemon_set() {
     refuses(&api, &set(&daemons, "/spec/image", json!("")), required).await;
     refuses(&api, &without(&daemons, "/spec"), required).await;
 }
+
+#[tokio::test]
+async fn prometheus_jmx_exporter() {
+    let (_ns, api, exporter) = setup(
+        "crd-jmx",
+        include_str!("../../deploy/crds/banzaicloud.com_prometheusjmxexporters.yaml"),
+        "prometheusjmxexporter.yaml",
+    )
+    .await;
+    accepts(&api, &exporter).await;
+    let port = "spec.port in body should be less than or equal to 65535";
+    refuses(&api, &set(&exporter, "/spec/port", json!(70000)), port).await;
+    let name = "spec.config.configMapName: Required value";
+    refuses(&api, &without(&exporter, "/spec/config/configMapName"), name).await;
+    refuses(
+        &api,
+        &without(&exporter, "/spec/labelSelector"),
+        "spec.labelSelector: Required value",
+    )
+    .await;
+}

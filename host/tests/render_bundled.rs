@@ -110,3 +110,35 @@ fn mydaemonset_without_image_says_image_is_required() {
     ));
     assert!(stderr.contains("invalid spec: image is required"), "{stderr}");
 }
+
+const JMX_EXPORTER: &str = "trellis-plugin-jmx-exporter";
+
+#[test]
+fn jmx_exporter_decorates_the_running_pods_its_selector_picks() {
+    let output = render_plugin(
+        JMX_EXPORTER,
+        &sample("prometheusjmxexporter.yaml"),
+        None,
+        Some("jmx-pods-and-config.yaml"),
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_golden("jmx-exporter-sample.yaml", output);
+    // The other app's pod is not even handed to the plugin (its related
+    // answer); the pending one is, and is not scraped.
+    assert_eq!(text.matches("# decorate v1 Pod").count(), 3, "{text}");
+    assert!(!text.contains("web-0") && !text.contains("dummyapp-3"), "{text}");
+}
+
+#[test]
+fn jmx_exporter_without_its_config_map_decorates_nothing() {
+    let output = render_plugin(
+        JMX_EXPORTER,
+        &sample("prometheusjmxexporter.yaml"),
+        None,
+        Some("jmx-pods.yaml"),
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_golden("jmx-exporter-no-config.yaml", output);
+    assert!(text.contains("reason: ConfigMapNotFound"), "{text}");
+    assert!(!text.contains("# decorate"), "{text}");
+}

@@ -33,10 +33,12 @@ mod admission;
 pub mod bindings;
 mod error;
 mod info;
+pub mod labels;
 pub mod log;
 mod objects;
 pub mod quantity;
 pub mod random;
+mod related;
 mod request;
 mod response;
 pub mod workload;
@@ -44,8 +46,9 @@ pub mod workload;
 pub use admission::{AdmissionRequest, Operation, UserInfo};
 pub use error::Error;
 pub use info::PluginInfo;
+pub use related::RelatedSelector;
 pub use request::Request;
-pub use response::{CREATE_ONLY, Condition, Response};
+pub use response::{CREATE_ONLY, Condition, Decoration, Response};
 
 /// Re-exported so plugins use the same versions as the SDK.
 pub use k8s_openapi;
@@ -54,10 +57,12 @@ pub use serde_json;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        AdmissionRequest, Condition, Error, Operation, PluginInfo, Reconciler, Request, Response, UserInfo,
+        AdmissionRequest, Condition, Decoration, Error, Operation, PluginInfo, Reconciler, RelatedSelector, Request,
+        Response, UserInfo,
     };
     pub use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     pub use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{Value, json};
@@ -71,6 +76,15 @@ pub trait Reconciler {
 
     /// Computes the desired children and status for one parent.
     fn reconcile(req: &Request) -> Result<Response, Error>;
+
+    /// Which related objects `parent` needs, asked before each reconcile:
+    /// the host then hands only those to [`Reconciler::reconcile`] and
+    /// reconciles the parent again only when one of them changes. The
+    /// default, `None`, is every object of the related kinds in the
+    /// parent's namespace (or cluster-scoped).
+    fn related(_parent: &serde_json::Value) -> Option<Vec<RelatedSelector>> {
+        None
+    }
 
     /// Checks a parent before it is stored; called by the host only when
     /// [`Reconciler::info`] asks with [`PluginInfo::validating`]. The error
@@ -112,6 +126,13 @@ pub mod glue {
             .map_err(crate::Error::into_wit)
     }
 
+    pub fn related<R: Reconciler>(parent: String) -> Option<Vec<types::RelatedSelector>> {
+        // A parent that does not parse gets the default; `reconcile` then
+        // reports what is wrong with it.
+        let parent = serde_json::from_str::<serde_json::Value>(&parent).ok()?;
+        R::related(&parent).map(|selectors| selectors.into_iter().map(crate::RelatedSelector::into_wit).collect())
+    }
+
     pub fn validate<R: Reconciler>(req: types::AdmissionRequest) -> Result<(), Vec<String>> {
         R::validate(&AdmissionRequest::from_wit(req)?)
     }
@@ -143,6 +164,13 @@ macro_rules! export_reconciler {
                 $crate::bindings::trellis::reconciler::types::Error,
             > {
                 $crate::glue::reconcile::<$reconciler>(req)
+            }
+            fn related(
+                parent: ::std::string::String,
+            ) -> ::core::option::Option<
+                ::std::vec::Vec<$crate::bindings::trellis::reconciler::types::RelatedSelector>,
+            > {
+                $crate::glue::related::<$reconciler>(parent)
             }
             fn validate(
                 req: $crate::bindings::trellis::reconciler::types::AdmissionRequest,

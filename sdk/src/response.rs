@@ -4,6 +4,7 @@
 use crate::bindings::trellis::reconciler::types;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Annotation the host reads on a desired child: create it if missing,
@@ -41,6 +42,98 @@ impl Condition {
     }
 }
 
+/// Labels and annotations for the host to keep on an object the plugin
+/// does not own, of one of its related kinds (see [`Response::decorate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoration {
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    name: String,
+    labels: BTreeMap<String, Option<String>>,
+    annotations: BTreeMap<String, Option<String>>,
+}
+
+impl Decoration {
+    /// A decoration of the object `name` of the typed kind `K`, in the
+    /// parent's namespace unless [`Decoration::in_namespace`] says otherwise.
+    pub fn of<K: k8s_openapi::Resource>(name: &str) -> Self {
+        Self::kind(K::API_VERSION, K::KIND, name)
+    }
+
+    /// A decoration of an object named by `apiVersion`, `kind` and `name`.
+    pub fn kind(api_version: &str, kind: &str, name: &str) -> Self {
+        Self {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: None,
+            name: name.to_owned(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The object's namespace (the parent's by default).
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// Sets label `key` to `value`.
+    pub fn label(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.labels.insert(key.to_owned(), Some(value.into()));
+        self
+    }
+
+    /// Removes label `key` from the object, whoever set it.
+    pub fn remove_label(mut self, key: &str) -> Self {
+        self.labels.insert(key.to_owned(), None);
+        self
+    }
+
+    /// Sets annotation `key` to `value`.
+    pub fn annotation(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.annotations.insert(key.to_owned(), Some(value.into()));
+        self
+    }
+
+    /// Removes annotation `key` from the object, whoever set it.
+    pub fn remove_annotation(mut self, key: &str) -> Self {
+        self.annotations.insert(key.to_owned(), None);
+        self
+    }
+
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The labels to set (`None`: to remove).
+    pub fn labels(&self) -> &BTreeMap<String, Option<String>> {
+        &self.labels
+    }
+
+    /// The annotations to set (`None`: to remove).
+    pub fn annotations(&self) -> &BTreeMap<String, Option<String>> {
+        &self.annotations
+    }
+
+    fn into_wit(self) -> types::Decoration {
+        types::Decoration {
+            target: types::ObjectRef {
+                kind: types::KindRef {
+                    api_version: self.api_version,
+                    kind: self.kind,
+                },
+                namespace: self.namespace,
+                name: self.name,
+            },
+            labels: self.labels.into_iter().collect(),
+            annotations: self.annotations.into_iter().collect(),
+        }
+    }
+}
+
 /// The result of a reconcile.
 #[derive(Debug, Clone, Default)]
 pub struct Response {
@@ -50,6 +143,7 @@ pub struct Response {
     events: Vec<(bool, String, String)>,
     requeue_after: Option<Duration>,
     finalized: bool,
+    decorations: Vec<Decoration>,
 }
 
 impl Response {
@@ -121,6 +215,24 @@ impl Response {
         self
     }
 
+    /// Keeps labels and annotations set on an object the plugin does not
+    /// own. The host removes them again once a response no longer lists
+    /// the decoration, and when the parent is deleted.
+    pub fn decorate(mut self, decoration: Decoration) -> Self {
+        self.push_decoration(decoration);
+        self
+    }
+
+    /// Adds a decoration in place.
+    pub fn push_decoration(&mut self, decoration: Decoration) {
+        self.decorations.push(decoration);
+    }
+
+    /// The decorations so far (for unit tests of a plugin).
+    pub fn decorations(&self) -> &[Decoration] {
+        &self.decorations
+    }
+
     /// The desired children as JSON (for unit tests of a plugin).
     pub fn children_json(&self) -> Vec<Value> {
         self.children
@@ -170,6 +282,7 @@ impl Response {
                 .requeue_after
                 .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
             finalized: self.finalized,
+            decorations: self.decorations.into_iter().map(Decoration::into_wit).collect(),
         }
     }
 }

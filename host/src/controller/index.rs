@@ -24,7 +24,7 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
@@ -102,13 +102,34 @@ pub enum WriteOutcome {
     Failed,
 }
 
+/// What one decorating field manager of the host owns on an object: the
+/// keys of its entry in `managedFields`, with the object's values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecoratedFields {
+    /// The field manager (`trellis/<plugin>/decorate/<parent uid>`).
+    pub manager: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Field managers of the host's decorations start so.
+pub const DECORATE_MANAGER_PREFIX: &str = "trellis/";
+/// ... and hold this.
+pub const DECORATE_MANAGER_MARK: &str = "/decorate/";
+
 /// One cached object: its JSON text and what the host reads of it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CachedObject {
     /// Its kind (shared by every object of the cache).
     pub kind: Arc<KindRef>,
+    /// Its namespace (`None` when cluster-scoped).
+    pub namespace: Option<String>,
     /// Its name.
     pub name: String,
+    /// Its labels: kept for related objects only (selectors read them).
+    pub labels: BTreeMap<String, String>,
+    /// What the host's decorations own on it (related objects only).
+    pub decorated: Vec<DecoratedFields>,
     /// Its uid.
     pub uid: Option<String>,
     /// Whether it is being deleted.
@@ -127,6 +148,64 @@ impl CachedObject {
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
+
+    /// What `manager` owns on it, if anything.
+    pub fn decorated_by(&self, manager: &str) -> Option<&DecoratedFields> {
+        self.decorated.iter().find(|d| d.manager == manager)
+    }
+}
+
+impl crate::runtime::Candidate for CachedObject {
+    fn kind(&self) -> &KindRef {
+        &self.kind
+    }
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+}
+
+/// The labels and annotations each of the host's decorating managers owns
+/// on `object`, read from its `managedFields`.
+fn decorated_fields(object: &DynamicObject) -> Vec<DecoratedFields> {
+    let meta = &object.metadata;
+    let keys = |fields: &Value, set: &str| -> Vec<String> {
+        fields["f:metadata"][set]
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.strip_prefix("f:"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let values = |keys: Vec<String>, of: &Option<BTreeMap<String, String>>| -> BTreeMap<String, String> {
+        keys.into_iter()
+            .filter_map(|k| of.as_ref()?.get(&k).map(|v| (k, v.clone())))
+            .collect()
+    };
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|entry| {
+            let manager = entry.manager.as_deref()?;
+            if !manager.starts_with(DECORATE_MANAGER_PREFIX) || !manager.contains(DECORATE_MANAGER_MARK) {
+                return None;
+            }
+            let fields = &entry.fields_v1.as_ref()?.0;
+            Some(DecoratedFields {
+                manager: manager.to_owned(),
+                labels: values(keys(fields, "f:labels"), &meta.labels),
+                annotations: values(keys(fields, "f:annotations"), &meta.annotations),
+            })
+        })
+        .collect()
 }
 
 /// The objects under one key, by `namespace/name`.
@@ -135,13 +214,21 @@ type Bucket = BTreeMap<String, Arc<CachedObject>>;
 /// Where each cached object is filed (`None`: seen, but not ours to read).
 type KeyOf = HashMap<String, Option<String>>;
 
+/// The objects of one cache, filed.
 #[derive(Default)]
-struct State {
+struct Files {
     buckets: HashMap<String, Bucket>,
     /// Where each object is filed, to move it when its key changes.
     key_of: KeyOf,
+    /// The objects each decorating field manager owns fields of, by id.
+    decorated: HashMap<String, BTreeSet<String>>,
+}
+
+#[derive(Default)]
+struct State {
+    files: Files,
     /// A relist in progress: the new state, swapped in when it completes.
-    relist: Option<(HashMap<String, Bucket>, KeyOf)>,
+    relist: Option<Files>,
     /// The resourceVersion each of the host's own writes produced, by
     /// object: the watch event of that write is an echo, not news.
     own_writes: HashMap<String, OwnWrite>,
@@ -182,12 +269,7 @@ impl ObjectIndex {
             watcher::Event::Apply(object) => {
                 let id = object_id(object);
                 let rv = object.metadata.resource_version.clone().unwrap_or_default();
-                let State {
-                    buckets,
-                    key_of,
-                    own_writes,
-                    ..
-                } = &mut *state;
+                let State { files, own_writes, .. } = &mut *state;
                 let (news, as_written) = match own_writes.get_mut(&id) {
                     Some(OwnWrite::InFlight { seen, .. }) => {
                         seen.push(rv);
@@ -204,19 +286,14 @@ impl ObjectIndex {
                     .key
                     .of(object)
                     .map(|key| (key, self.cached(object, as_written)));
-                remove(buckets, key_of, &id);
-                insert(buckets, key_of, id, filed);
+                files.remove(&id);
+                files.insert(id, filed);
                 news
             }
             watcher::Event::Delete(object) => {
                 let id = object_id(object);
-                let State {
-                    buckets,
-                    key_of,
-                    own_writes,
-                    ..
-                } = &mut *state;
-                remove(buckets, key_of, &id);
+                let State { files, own_writes, .. } = &mut *state;
+                files.remove(&id);
                 match own_writes.get_mut(&id) {
                     Some(OwnWrite::InFlight { deleted, .. }) => {
                         *deleted = true;
@@ -238,21 +315,40 @@ impl ObjectIndex {
             }
             watcher::Event::InitApply(object) => {
                 let filed = self.inner.key.of(object).map(|key| (key, self.cached(object, false)));
-                if let Some((buckets, key_of)) = state.relist.as_mut() {
-                    insert(buckets, key_of, object_id(object), filed);
+                if let Some(files) = state.relist.as_mut() {
+                    files.insert(object_id(object), filed);
                 }
                 true
             }
             watcher::Event::InitDone => {
-                if let Some((buckets, key_of)) = state.relist.take() {
-                    state.buckets = buckets;
-                    state.key_of = key_of;
+                if let Some(files) = state.relist.take() {
+                    state.files = files;
                 }
                 drop(state);
                 self.inner.ready.send_replace(true);
                 false
             }
         }
+    }
+
+    /// [`Self::apply`], also returning the object as cached before and
+    /// after the event (what a change of a related object was and is).
+    pub fn apply_seen(
+        &self,
+        event: &watcher::Event<DynamicObject>,
+    ) -> (bool, Option<Arc<CachedObject>>, Option<Arc<CachedObject>>) {
+        let id = match event {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => object_id(o),
+            watcher::Event::Init | watcher::Event::InitDone => return (self.apply(event), None, None),
+        };
+        let before = self.inner.state.read().expect("index lock").files.find(&id);
+        let news = self.apply(event);
+        let after = match event {
+            watcher::Event::Apply(_) => self.inner.state.read().expect("index lock").files.find(&id),
+            watcher::Event::InitApply(o) => self.inner.key.of(o).map(|_| self.cached(o, false)),
+            _ => None,
+        };
+        (news, before, after)
     }
 
     /// Whether the host wrote `namespace/name` and its watch event has not
@@ -310,10 +406,64 @@ impl ObjectIndex {
     fn get(&self, key: &str) -> Vec<Arc<CachedObject>> {
         let state = self.inner.state.read().expect("index lock");
         state
+            .files
             .buckets
             .get(key)
             .map(|bucket| bucket.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Every object filed, under any key.
+    pub fn all(&self) -> Vec<Arc<CachedObject>> {
+        let state = self.inner.state.read().expect("index lock");
+        state.files.buckets.values().flat_map(|b| b.values().cloned()).collect()
+    }
+
+    /// The related objects in `namespace` (for the Namespace kind: the
+    /// namespace itself; for another cluster-scoped kind: all of them).
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<CachedObject>> {
+        self.get(&self.inner.key.related_key(Some(namespace)))
+    }
+
+    /// The object `namespace/name`, if cached and filed.
+    pub fn object(&self, namespace: Option<&str>, name: &str) -> Option<Arc<CachedObject>> {
+        let id = format!("{}/{name}", namespace.unwrap_or_default());
+        let state = self.inner.state.read().expect("index lock");
+        state.files.find(&id)
+    }
+
+    /// The objects `manager` owns decorations on.
+    pub fn decorated_by(&self, manager: &str) -> Vec<Arc<CachedObject>> {
+        let state = self.inner.state.read().expect("index lock");
+        state
+            .files
+            .decorated
+            .get(manager)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.files.find(id))
+            .collect()
+    }
+
+    /// Notes what a decoration the host just applied left `manager`
+    /// owning on `namespace/name`, until the object's watch event comes:
+    /// so a parent deleted meanwhile still has it removed.
+    pub fn note_decorated(&self, namespace: Option<&str>, name: &str, fields: DecoratedFields) {
+        let id = format!("{}/{name}", namespace.unwrap_or_default());
+        let mut state = self.inner.state.write().expect("index lock");
+        let Some(Some(key)) = state.files.key_of.get(&id).cloned() else {
+            return;
+        };
+        let Some(object) = state.files.find(&id) else {
+            return;
+        };
+        let mut updated = (*object).clone();
+        updated.decorated.retain(|d| d.manager != fields.manager);
+        if !fields.labels.is_empty() || !fields.annotations.is_empty() {
+            updated.decorated.push(fields);
+        }
+        state.files.remove(&id);
+        state.files.insert(id, Some((key, Arc::new(updated))));
     }
 
     /// The related objects a parent in `namespace` may see.
@@ -332,7 +482,14 @@ impl ObjectIndex {
     /// owns it), `Some(None)` if it is cached but belongs to no key.
     pub fn key_of(&self, namespace: Option<&str>, name: &str) -> Option<Option<String>> {
         let id = format!("{}/{name}", namespace.unwrap_or_default());
-        self.inner.state.read().expect("index lock").key_of.get(&id).cloned()
+        self.inner
+            .state
+            .read()
+            .expect("index lock")
+            .files
+            .key_of
+            .get(&id)
+            .cloned()
     }
 
     /// Waits until the first list has completed.
@@ -343,9 +500,19 @@ impl ObjectIndex {
 
     fn cached(&self, object: &DynamicObject, as_written: bool) -> Arc<CachedObject> {
         let meta = &object.metadata;
+        // Children are found by owner; only related objects are selected
+        // by label or decorated.
+        let related = self.inner.key != IndexKey::OwnerUid;
         Arc::new(CachedObject {
             kind: self.inner.kind.clone(),
+            namespace: meta.namespace.clone(),
             name: object.name_any(),
+            labels: if related {
+                meta.labels.clone().unwrap_or_default()
+            } else {
+                BTreeMap::new()
+            },
+            decorated: if related { decorated_fields(object) } else { Vec::new() },
             uid: meta.uid.clone(),
             deleting: meta.deletion_timestamp.is_some(),
             desired_hash: meta.annotations.as_ref().and_then(|a| a.get(DESIRED_HASH)).cloned(),
@@ -389,31 +556,45 @@ fn object_id(object: &DynamicObject) -> String {
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
-fn insert(
-    buckets: &mut HashMap<String, Bucket>,
-    key_of: &mut KeyOf,
-    id: String,
-    filed: Option<(String, Arc<CachedObject>)>,
-) {
-    match filed {
-        Some((key, json)) => {
-            buckets.entry(key.clone()).or_default().insert(id.clone(), json);
-            key_of.insert(id, Some(key));
-        }
-        None => {
-            key_of.insert(id, None);
+impl Files {
+    fn insert(&mut self, id: String, filed: Option<(String, Arc<CachedObject>)>) {
+        match filed {
+            Some((key, object)) => {
+                for d in &object.decorated {
+                    self.decorated.entry(d.manager.clone()).or_default().insert(id.clone());
+                }
+                self.buckets.entry(key.clone()).or_default().insert(id.clone(), object);
+                self.key_of.insert(id, Some(key));
+            }
+            None => {
+                self.key_of.insert(id, None);
+            }
         }
     }
-}
 
-fn remove(buckets: &mut HashMap<String, Bucket>, key_of: &mut KeyOf, id: &str) {
-    if let Some(Some(key)) = key_of.remove(id)
-        && let Some(bucket) = buckets.get_mut(&key)
-    {
-        bucket.remove(id);
-        if bucket.is_empty() {
-            buckets.remove(&key);
+    fn remove(&mut self, id: &str) {
+        if let Some(Some(key)) = self.key_of.remove(id)
+            && let Some(bucket) = self.buckets.get_mut(&key)
+        {
+            if let Some(object) = bucket.remove(id) {
+                for d in &object.decorated {
+                    if let Some(ids) = self.decorated.get_mut(&d.manager) {
+                        ids.remove(id);
+                        if ids.is_empty() {
+                            self.decorated.remove(&d.manager);
+                        }
+                    }
+                }
+            }
+            if bucket.is_empty() {
+                self.buckets.remove(&key);
+            }
         }
+    }
+
+    fn find(&self, id: &str) -> Option<Arc<CachedObject>> {
+        let key = self.key_of.get(id)?.as_ref()?;
+        self.buckets.get(key)?.get(id).cloned()
     }
 }
 

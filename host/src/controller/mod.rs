@@ -11,11 +11,14 @@
 //! What triggers a reconcile: a parent change other than to its status (the
 //! host's own status writes are not news), any change of an owned child
 //! except the echo of the host's own write, and changes of related objects
-//! (of the parent's namespace; a Namespace relates to the parents in it).
+//! that concern the parent (see [`related::concerned`]: what its `related`
+//! answer picks, or, without one, objects of its namespace; a Namespace
+//! relates to the parents in it).
 
 mod apply;
 mod backoff;
 pub mod children;
+mod decorate;
 mod event_rate;
 mod gate;
 mod identity;
@@ -24,6 +27,7 @@ mod kinds;
 mod names;
 mod parent;
 mod reconcile;
+mod related;
 mod release;
 mod target;
 
@@ -203,6 +207,8 @@ pub(crate) struct Context {
     written_status: Arc<Mutex<HashMap<String, WrittenStatus>>>,
     /// Events written per parent, rate-limited.
     event_rate: event_rate::EventRate,
+    /// Each parent's `related` answer (see [`related::Selections`]).
+    selections: related::Selections,
 }
 
 /// A kind the plugin emits: its cache, and the names other objects of it take.
@@ -295,11 +301,17 @@ impl KindController {
         let written_status = Arc::new(Mutex::new(HashMap::new()));
         let parent_kind = parent.kind.clone();
         let forget_written = written_status.clone();
+        let selections = related::Selections::default();
+        let forget_selection = selections.clone();
         let parent_events = watcher(shared.watch_api(&parent), watcher::Config::default())
             .default_backoff()
             .modify(|object| object.metadata.managed_fields = None)
             .map_ok(move |event| {
                 forget_caught_up(&forget_written, &event);
+                if let watcher::Event::Delete(gone) = &event {
+                    let key = related::parent_key(gone.metadata.namespace.as_deref(), &gone.name_any());
+                    forget_selection.write().expect("selections lock").remove(&key);
+                }
                 parent::event(event, &parent_kind)
             });
         let parent_changes = reflector::reflector(parents_writer, parent_events)
@@ -331,6 +343,15 @@ impl KindController {
         for kind in &registration.related {
             let served = resolve(&client, kind).await?;
             let key = IndexKey::for_related(&served);
+            let index = ObjectIndex::new(&served, key);
+            related_indexes.push((served, index));
+        }
+        let namespaces = related_indexes
+            .iter()
+            .find(|(served, _)| related::is_namespace_kind(&served.kind))
+            .map(|(_, index)| index.clone());
+        for (served, index) in &related_indexes {
+            let key = IndexKey::for_related(served);
             let config = match (key, &shared.namespace) {
                 // One namespace watched: its own Namespace object is all a parent can see.
                 (IndexKey::NamespaceItself, Some(ns)) => {
@@ -338,28 +359,14 @@ impl KindController {
                 }
                 _ => watcher::Config::default(),
             };
-            let index = ObjectIndex::new(&served, key);
-            let stream = indexed(&shared, &served, config, index.clone());
-            let parents = parents.clone();
-            let parent_resource = parent.resource.clone();
-            controller = controller.watches_stream_with(
-                stream,
-                move |other: DynamicObject| {
-                    let namespace = match key {
-                        IndexKey::NamespaceItself => Some(other.name_any()),
-                        IndexKey::Cluster => None,
-                        _ => other.metadata.namespace.clone(),
-                    };
-                    parents
-                        .state()
-                        .into_iter()
-                        .filter(|p| key == IndexKey::Cluster || p.metadata.namespace == namespace)
-                        .map(|p| ObjectRef::from_obj_with(&*p, parent_resource.clone()))
-                        .collect::<Vec<_>>()
-                },
-                served.resource.clone(),
-            );
-            related_indexes.push((served, index));
+            let concerns = RelatedTriggers {
+                key,
+                parents: parents.clone(),
+                parent_resource: parent.resource.clone(),
+                selections: selections.clone(),
+                namespaces: namespaces.clone(),
+            };
+            controller = controller.reconcile_on(related_triggers(&shared, served, config, index.clone(), concerns));
         }
 
         let name = registration.name.clone();
@@ -374,6 +381,7 @@ impl KindController {
             shared,
             written_status,
             event_rate: event_rate::EventRate::default(),
+            selections: selections.clone(),
         });
         // Each plugin has its own queue and its own share of workers: one
         // plugin's slow or failing reconciles never hold another's.
@@ -486,6 +494,81 @@ fn indexed(
             };
             std::future::ready(trigger)
         })
+}
+
+/// What a related watch needs to tell which parents a change concerns.
+struct RelatedTriggers {
+    key: IndexKey,
+    parents: reflector::Store<ParentObject>,
+    parent_resource: kube::api::ApiResource,
+    selections: related::Selections,
+    /// The cache of Namespaces, when they are a related kind.
+    namespaces: Option<ObjectIndex>,
+}
+
+impl RelatedTriggers {
+    /// The parents a change (`before` and `after`) concerns.
+    fn parents(
+        &self,
+        before: Option<&index::CachedObject>,
+        after: Option<&index::CachedObject>,
+    ) -> Vec<ObjectRef<ParentObject>> {
+        let selections = self.selections.read().expect("selections lock");
+        let namespace_labels = |ns: &str| {
+            self.namespaces
+                .as_ref()
+                .and_then(|index| index.object(None, ns))
+                .map(|o| o.labels.clone())
+        };
+        self.parents
+            .state()
+            .into_iter()
+            .filter(|p| {
+                let namespace = p.metadata.namespace.as_deref();
+                let key = related::parent_key(namespace, p.metadata.name.as_deref().unwrap_or_default());
+                let seen = related::ParentSeen {
+                    namespace,
+                    selection: selections.get(&key).map(|s| &s.answer),
+                };
+                related::concerned(&seen, self.key, before, after, &namespace_labels)
+            })
+            .map(|p| ObjectRef::from_obj_with(&*p, self.parent_resource.clone()))
+            .collect()
+    }
+}
+
+/// A watch of a related `kind` feeding `index`, as the stream of parents
+/// to reconcile for its changes (the echoes of the host's own writes, its
+/// decorations, left out). `managedFields` are read (what the host's
+/// decorations own) before the cache drops them.
+fn related_triggers(
+    shared: &Shared,
+    kind: &ServedKind,
+    config: watcher::Config,
+    index: ObjectIndex,
+    concerns: RelatedTriggers,
+) -> impl futures::Stream<Item = ObjectRef<ParentObject>> + Send + 'static {
+    let kind_name = kind.kind.clone();
+    watcher(shared.watch_api(kind), config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let parents = match event {
+                Ok(event) => {
+                    let (news, before, after) = index.apply_seen(&event);
+                    if news {
+                        concerns.parents(before.as_deref(), after.as_deref())
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(kind = %kind_name, error = %e, "related watch");
+                    Vec::new()
+                }
+            };
+            std::future::ready(Some(futures::stream::iter(parents)))
+        })
+        .flatten()
 }
 
 /// Forgets the statuses the host wrote that the parent cache now shows:

@@ -4,10 +4,12 @@
 
 use super::apply::{self, ApplyError};
 use super::children::ParentRef;
+use super::decorate::{self, DecorateError};
 use super::index::CachedObject;
 use super::parent::ParentObject;
+use super::related::{self, RelatedSource, Selection};
 use super::{Context, FINALIZER, GateError, Registration};
-use crate::runtime::{Desired, PluginFailure, ReconcileRequest, RuntimeError};
+use crate::runtime::{Desired, PluginFailure, ReconcileRequest, RelatedPicker, RuntimeError};
 use crate::status;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -30,6 +32,8 @@ pub enum ReconcileError {
     Plugin(#[from] RuntimeError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Decorate(#[from] DecorateError),
     #[error("the plugin task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("the parent has no name or uid")]
@@ -46,6 +50,7 @@ impl ReconcileError {
         match self {
             Self::Plugin(e) => e.cause().to_owned(),
             Self::Apply(e) => e.reason(),
+            Self::Decorate(e) => e.reason(),
             Self::Join(_) => "PluginTaskFailed".to_owned(),
             Self::NoIdentity => "NoIdentity".to_owned(),
             Self::Deadline(_) => "ReconcileDeadline".to_owned(),
@@ -133,12 +138,15 @@ async fn run(
     }
     if registration.finalizer && !has_finalizer {
         apply::set_finalizer(ctx, parent, true).await?;
-    } else if !registration.finalizer && has_finalizer {
-        apply::set_finalizer(ctx, parent, false).await?;
     }
 
     let observed = apply::observed_children(ctx, parent_ref);
     let mut desired = call_plugin(ctx, registration, parent, parent_text, &observed, false).await?;
+    // Decorations are removed when the parent goes: that takes the finalizer.
+    let decorating = !desired.decorations.is_empty();
+    if decorating && !registration.finalizer && !has_finalizer {
+        apply::set_finalizer(ctx, parent, true).await?;
+    }
 
     let started = Instant::now();
     let manager = registration.field_manager();
@@ -151,6 +159,21 @@ async fn run(
         &observed,
     )
     .await?;
+    let decorated = if decorating || decorate::has_any(ctx, &registration.name, &parent_ref.uid) {
+        decorate::write(
+            ctx,
+            &registration.name,
+            &parent_ref.uid,
+            parent_ref.namespace.as_deref(),
+            &desired.decorations,
+        )
+        .await?
+    } else {
+        decorate::Decorated::default()
+    };
+    if !registration.finalizer && !decorating && has_finalizer {
+        apply::set_finalizer(ctx, parent, false).await?;
+    }
     let parent = apply::with_written_status(ctx, parent);
     let status = status::desired_status(&parent, &desired, &status::now());
     let wrote_status = apply::status(ctx, &manager, &parent, status).await?;
@@ -160,7 +183,8 @@ async fn run(
     metrics.wrote(&registration.name, "skipped", writes.skipped);
     metrics.wrote(&registration.name, "pruned", writes.pruned);
     metrics.wrote(&registration.name, "status", u64::from(wrote_status));
-    tracing::debug!(plugin = %registration.name, object = %key(parent_ref), applied = writes.applied, skipped = writes.skipped, pruned = writes.pruned, status = wrote_status, "reconciled");
+    metrics.wrote(&registration.name, "decorated", decorated.written);
+    tracing::debug!(plugin = %registration.name, object = %key(parent_ref), applied = writes.applied, skipped = writes.skipped, pruned = writes.pruned, decorated = decorated.written, decorations_unchanged = decorated.unchanged, decoration_targets_absent = decorated.absent, status = wrote_status, "reconciled");
 
     publish_events(ctx, &desired, &parent).await;
     if writes.missed_news {
@@ -180,20 +204,20 @@ async fn finalize(
     if !has_finalizer {
         return Ok(Action::await_change());
     }
-    if !registration.finalizer {
-        apply::set_finalizer(ctx, parent, false).await?;
-        return Ok(Action::await_change());
+    if registration.finalizer {
+        let observed = apply::observed_children(ctx, parent_ref);
+        let desired = call_plugin(ctx, registration, parent, parent_text, &observed, true).await?;
+        publish_events(ctx, &desired, parent).await;
+        if !desired.finalized {
+            let status = status::desired_status(parent, &desired, &status::now());
+            apply::status(ctx, &registration.field_manager(), parent, status).await?;
+            return Ok(Action::requeue(desired.requeue_after.unwrap_or(FINALIZE_POLL)));
+        }
     }
-    let observed = apply::observed_children(ctx, parent_ref);
-    let desired = call_plugin(ctx, registration, parent, parent_text, &observed, true).await?;
-    publish_events(ctx, &desired, parent).await;
-    if desired.finalized {
-        apply::set_finalizer(ctx, parent, false).await?;
-        return Ok(Action::await_change());
-    }
-    let status = status::desired_status(parent, &desired, &status::now());
-    apply::status(ctx, &registration.field_manager(), parent, status).await?;
-    Ok(Action::requeue(desired.requeue_after.unwrap_or(FINALIZE_POLL)))
+    // What the parent's decorations set comes off before the parent goes.
+    decorate::remove_all(ctx, &registration.name, &parent_ref.uid).await?;
+    apply::set_finalizer(ctx, parent, false).await?;
+    Ok(Action::await_change())
 }
 
 /// Calls the plugin on a blocking thread and records its latency; waiting
@@ -208,13 +232,40 @@ async fn call_plugin(
     finalizing: bool,
 ) -> Result<Desired, ReconcileError> {
     let namespace = parent["metadata"]["namespace"].as_str();
+    let key = related::parent_key(namespace, parent["metadata"]["name"].as_str().unwrap_or_default());
+    let version = parent["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+    let source = RelatedSource {
+        kinds: ctx.related.clone(),
+        namespace: namespace.map(str::to_owned),
+        tenant: registration.tenant_namespace.is_some(),
+    };
+    // The answer depends on the parent alone: asked once per version.
+    let known = ctx
+        .selections
+        .read()
+        .expect("selections lock")
+        .get(&key)
+        .filter(|s| s.resource_version == version)
+        .map(|s| s.answer.clone());
+    let (related, pick_related) = match known {
+        _ if ctx.related.is_empty() => (Vec::new(), None),
+        Some(answer) => (
+            source.pick(&answer).map_err(|source| RuntimeError::RelatedRefused {
+                plugin: registration.name.clone(),
+                source,
+            })?,
+            None,
+        ),
+        None => (
+            Vec::new(),
+            Some(RelatedPicker(Arc::new(move |answer| source.pick(answer)))),
+        ),
+    };
     let request = ReconcileRequest {
         parent: parent_text.clone(),
         children: children.iter().map(|c| c.text.clone()).collect(),
-        related: apply::related_objects(ctx, namespace)
-            .iter()
-            .map(|r| r.text.clone())
-            .collect(),
+        related,
+        pick_related,
         config: registration.config.clone(),
         finalizing,
     };
@@ -233,9 +284,17 @@ async fn call_plugin(
         ctx.shared.metrics.plugin_called(&registration.name, started.elapsed());
         Ok(result?)
     };
-    tokio::time::timeout(deadline, call)
+    let mut desired: Desired = tokio::time::timeout(deadline, call)
         .await
-        .unwrap_or(Err(ReconcileError::Deadline(deadline)))
+        .unwrap_or(Err(ReconcileError::Deadline(deadline)))?;
+    if let Some(answer) = desired.related.take() {
+        let selection = Selection {
+            resource_version: version.to_owned(),
+            answer,
+        };
+        ctx.selections.write().expect("selections lock").insert(key, selection);
+    }
+    Ok(desired)
 }
 
 async fn publish_events(ctx: &Context, desired: &Desired, parent: &Value) {

@@ -1,6 +1,8 @@
 //! The host's own view of the WIT contract: what goes into a plugin call
 //! and what comes out, as Rust types with parsed JSON.
 
+use super::decoration::Decoration;
+use super::related::{RelatedAnswer, SelectionError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -134,6 +136,20 @@ pub struct AdmissionRequest {
     pub config: Option<Value>,
 }
 
+/// Picks the related objects a parent needs once the plugin has said which
+/// (its `related` answer), from the host's caches or render's input.
+#[derive(Clone)]
+pub struct RelatedPicker(pub Arc<PickRelated>);
+
+/// The function of a [`RelatedPicker`]: the objects an answer picks.
+pub type PickRelated = dyn Fn(&RelatedAnswer) -> Result<Vec<Arc<str>>, SelectionError> + Send + Sync;
+
+impl std::fmt::Debug for RelatedPicker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelatedPicker")
+    }
+}
+
 /// The input of one reconcile.
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileRequest {
@@ -142,8 +158,13 @@ pub struct ReconcileRequest {
     /// The observed children owned by the parent, as JSON text (shared
     /// with the caches).
     pub children: Vec<Arc<str>>,
-    /// Objects of the related kinds, as JSON text (shared with the caches).
+    /// Objects of the related kinds, as JSON text (shared with the caches),
+    /// when `pick_related` is `None`.
     pub related: Vec<Arc<str>>,
+    /// When set, the plugin's `related` export is asked first (in the same
+    /// instance) and the objects handed to `reconcile` are the ones this
+    /// picks for its answer; `related` is then unused.
+    pub pick_related: Option<RelatedPicker>,
     /// The registration's config.
     pub config: Option<Value>,
     /// True while the parent is being deleted.
@@ -215,4 +236,8 @@ pub struct Desired {
     pub requeue_after: Option<Duration>,
     /// Cleanup finished (while finalizing).
     pub finalized: bool,
+    /// Labels and annotations to keep on objects the plugin does not own.
+    pub decorations: Vec<Decoration>,
+    /// The plugin's `related` answer, when the request asked for it.
+    pub related: Option<RelatedAnswer>,
 }

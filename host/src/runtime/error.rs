@@ -87,6 +87,13 @@ pub enum RuntimeError {
     /// foreign namespace, ...). Nothing of it is applied.
     #[error("plugin {plugin}: invalid response: {reason}")]
     InvalidResponse { plugin: String, reason: String },
+    /// The plugin's `related` answer cannot be served.
+    #[error("plugin {plugin}: {source}")]
+    RelatedRefused {
+        plugin: String,
+        #[source]
+        source: super::related::SelectionError,
+    },
     /// The plugin returned an error of its own.
     #[error("plugin {plugin} failed: {failure}")]
     Reported { plugin: String, failure: PluginFailure },
@@ -118,6 +125,7 @@ impl RuntimeError {
             Self::TooManyChildren { .. } => "TooManyChildren",
             Self::RequestTooLarge { .. } => "RequestTooLarge",
             Self::InvalidResponse { .. } => "InvalidResponse",
+            Self::RelatedRefused { .. } => "RelatedRefused",
             Self::InvalidDefault { .. } => "InvalidDefault",
             Self::ForbiddenDefault { .. } => "ForbiddenDefault",
             Self::Reported {

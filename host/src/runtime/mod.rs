@@ -10,8 +10,10 @@
 mod admission;
 mod bindings;
 mod contract;
+mod decoration;
 mod error;
 mod plugin;
+mod related;
 mod sandbox;
 mod validate;
 
@@ -21,10 +23,12 @@ mod tests;
 pub use admission::MAX_OBJECTIONS;
 pub use contract::{
     AdmissionHooks, AdmissionRequest, Condition, Desired, DesiredChild, Event, KindRef, MAX_CHILDREN, MAX_EVENTS,
-    MIN_REQUEUE, Operation, PluginInfo, ReconcileRequest, UserInfo,
+    MIN_REQUEUE, Operation, PluginInfo, ReconcileRequest, RelatedPicker, UserInfo,
 };
+pub use decoration::{Decoration, DecorationTarget, MAX_DECORATIONS, is_qualified_name};
 pub use error::{PluginFailure, RuntimeError};
 pub use plugin::{Plugin, digest};
+pub use related::{Candidate, RelatedAnswer, RelatedScope, RelatedSelector, SelectionError, namespace_kind};
 pub use validate::{is_dns_label, is_dns_subdomain};
 
 use bindings::{v0_1, v0_2};

@@ -5,6 +5,7 @@ use super::bindings::v0_2::trellis::reconciler::types as wit;
 use super::bindings::{v0_1, v0_2};
 use super::contract::{AdmissionRequest, Desired, Operation, PluginInfo, ReconcileRequest};
 use super::error::{RuntimeError, one_line};
+use super::related::{self, RelatedAnswer};
 use super::sandbox::{LogRate, Sandbox};
 use super::{CpuShare, Limits, admission, validate};
 use serde_json::Value;
@@ -171,19 +172,23 @@ impl Plugin {
         let identity = Identity::of(&req.parent);
         let namespace = identity.namespace.as_deref().filter(|ns| !ns.is_empty());
         let subject = identity.key();
-        let size = req.parent.len()
+        let fixed_size = req.parent.len()
             + req.children.iter().map(|c| c.len()).sum::<usize>()
-            + req.related.iter().map(|r| r.len()).sum::<usize>()
             + req.config.as_ref().map_or(0, |c| c.to_string().len());
-        self.check_request_size(size)?;
-        let wit_req = wit::Request {
+        let given = req.pick_related.is_none().then_some(&req.related);
+        self.check_request_size(fixed_size + given.map_or(0, |r| r.iter().map(|o| o.len()).sum()))?;
+        let mut wit_req = wit::Request {
             parent: String::from(&*req.parent),
             children: req.children.iter().map(|c| String::from(&**c)).collect(),
-            related: req.related.iter().map(|r| String::from(&**r)).collect(),
+            related: given.map_or_else(Vec::new, |r| r.iter().map(|o| String::from(&**o)).collect()),
             config: req.config.as_ref().map(Value::to_string),
             finalizing: req.finalizing,
         };
-        let response = call(
+        let pick = req.pick_related.clone();
+        let plugin = self.name().to_owned();
+        let related_kinds = &self.inner.info.related;
+        let memory_limit = self.limits.memory_bytes;
+        let outcome = call(
             &self.inner.pre,
             &self.inner.log_rate,
             self.name(),
@@ -191,14 +196,45 @@ impl Plugin {
             &subject,
             self.limits,
             share,
-            move |store, instance| match instance {
-                Instance::V0_1(i) => i
-                    .call_reconcile(store, &wit_req.into())
-                    .map(|r| r.map(Into::into).map_err(Into::into)),
-                Instance::V0_2(i) => i.call_reconcile(store, &wit_req),
+            move |store, instance| {
+                // Ask which related objects the parent needs, then hand
+                // over those: both calls in this one instance.
+                let answer = match (&pick, instance) {
+                    (None, _) => None,
+                    (Some(_), Instance::V0_1(_)) => Some(RelatedAnswer::Everything),
+                    (Some(_), Instance::V0_2(i)) => {
+                        let answer = i.call_related(&mut *store, &wit_req.parent)?;
+                        match related::selectors(related_kinds, answer) {
+                            Ok(answer) => Some(answer),
+                            Err(source) => return Ok(Err(RuntimeError::RelatedRefused { plugin, source })),
+                        }
+                    }
+                };
+                if let (Some(pick), Some(answer)) = (&pick, &answer) {
+                    let picked = match (pick.0)(answer) {
+                        Ok(picked) => picked,
+                        Err(source) => return Ok(Err(RuntimeError::RelatedRefused { plugin, source })),
+                    };
+                    let size = fixed_size + picked.iter().map(|o| o.len()).sum::<usize>();
+                    if size > memory_limit / 2 {
+                        let limit = memory_limit / 2;
+                        return Ok(Err(RuntimeError::RequestTooLarge { plugin, size, limit }));
+                    }
+                    wit_req.related = picked.iter().map(|o| String::from(&**o)).collect();
+                }
+                let response = match instance {
+                    Instance::V0_1(i) => i
+                        .call_reconcile(store, &wit_req.into())
+                        .map(|r| r.map(Into::into).map_err(Into::into))?,
+                    Instance::V0_2(i) => i.call_reconcile(store, &wit_req)?,
+                };
+                Ok(Ok((answer, response)))
             },
         )?;
-        validate::response(&self.inner.info, namespace, self.limits.response_bytes, response)
+        let (answer, response) = outcome?;
+        let mut desired = validate::response(&self.inner.info, namespace, self.limits.response_bytes, response)?;
+        desired.related = answer;
+        Ok(desired)
     }
 
     /// Asks the plugin whether it admits the request's object; the inner

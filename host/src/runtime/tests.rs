@@ -404,3 +404,49 @@ fn validate_and_default_run_in_the_sandbox_with_its_limits() {
         Err(RuntimeError::Trap { call: "validate", .. })
     ));
 }
+
+#[test]
+fn a_related_answer_is_checked_and_bounded_by_the_deadline() {
+    use super::{RelatedAnswer, RelatedPicker, SelectionError};
+    let asking = |mode: &str| {
+        let mut req = request(mode);
+        req.pick_related = Some(RelatedPicker(std::sync::Arc::new(|answer: &RelatedAnswer| {
+            assert_eq!(*answer, RelatedAnswer::Everything, "only good answers reach the picker");
+            Ok(Vec::new())
+        })));
+        hostile(Limits::default()).reconcile(&req)
+    };
+    let desired = asking("ok").unwrap();
+    assert_eq!(
+        desired.related,
+        Some(RelatedAnswer::Everything),
+        "asked, and the answer kept"
+    );
+    assert!(run("ok").unwrap().related.is_none(), "not asked");
+    let err = asking("related-undeclared").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RuntimeError::RelatedRefused {
+                source: SelectionError::UndeclaredKind { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.cause(), "RelatedRefused");
+    let err = asking("related-loop").unwrap_err();
+    assert!(matches!(&err, RuntimeError::Timeout { call: "reconcile", .. }), "{err}");
+}
+
+#[test]
+fn decorations_outside_the_contract_are_refused() {
+    for (mode, says) in [
+        ("decorate-undeclared", "not among the plugin's related kinds"),
+        ("decorate-host-key", "host's own prefix"),
+    ] {
+        let err = run(mode).unwrap_err();
+        assert!(matches!(&err, RuntimeError::InvalidResponse { .. }), "{mode}: {err}");
+        assert!(err.to_string().contains(says), "{mode}: {err}");
+    }
+}

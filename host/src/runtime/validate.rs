@@ -178,6 +178,8 @@ pub(crate) fn response(
             .requeue_after_seconds
             .map(|s| Duration::from_secs(u64::from(s)).max(MIN_REQUEUE)),
         finalized: response.finalized,
+        decorations: super::decoration::decorations(&info.related, namespace, response.decorations).map_err(invalid)?,
+        related: None,
     })
 }
 
@@ -260,6 +262,17 @@ fn response_size(r: &wit::Response) -> usize {
             .map(|c| c.type_.len() + c.status.len() + c.reason.len() + c.message.len())
             .sum::<usize>()
         + r.events.iter().map(|e| e.reason.len() + e.message.len()).sum::<usize>()
+        + r.decorations
+            .iter()
+            .map(|d| {
+                d.target.name.len()
+                    + d.labels
+                        .iter()
+                        .chain(&d.annotations)
+                        .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
 }
 
 /// A DNS-1123 label: what Kubernetes accepts as a namespace or plugin name.

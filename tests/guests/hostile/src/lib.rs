@@ -11,6 +11,11 @@
 //! (adds the label `hostile.trellis.dev/defaulted: "yes"`, an allowed
 //! change). Any other mode is accepted and left unchanged by the hooks.
 //!
+//! Its `related` answer misbehaves for `related-undeclared` (a selector of
+//! `v1` `Pod`, not a related kind) and `related-loop` (an endless loop);
+//! `decorate-undeclared` decorates a ConfigMap (not a related kind) and
+//! `decorate-host-key` sets a label under the host's `trellis.dev/`.
+//!
 //! It asks for a finalizer: a deleted parent stays until it carries the
 //! annotation `test.trellis.dev/release: "yes"`.
 
@@ -31,6 +36,16 @@ impl Reconciler for Hostile {
             .with_finalizer()
             .validating()
             .defaulting()
+    }
+
+    fn related(parent: &Value) -> Option<Vec<RelatedSelector>> {
+        match parent["spec"]["mode"].as_str().unwrap_or("ok") {
+            "related-undeclared" => Some(vec![RelatedSelector::kind("v1", "Pod")]),
+            "related-loop" => loop {
+                std::hint::black_box(parent);
+            },
+            _ => None,
+        }
     }
 
     fn validate(req: &AdmissionRequest) -> Result<(), Vec<String>> {
@@ -103,6 +118,9 @@ impl Reconciler for Hostile {
                 }
                 Ok(r)
             }
+            "related-undeclared" | "related-loop" => Ok(Response::new()),
+            "decorate-undeclared" => Ok(Response::new().decorate(Decoration::of::<ConfigMap>("cm").label("a", "b"))),
+            "decorate-host-key" => Ok(Response::new().decorate(Decoration::of::<Secret>("s").label("trellis.dev/plugin", "x"))),
             "wrong-kind" => Ok(Response::new().child(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sneaky"}}))),
             "other-namespace" => Ok(Response::new().child(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sneaky", "namespace": "kube-system"}}))),
             "cluster-admin" => Ok(Response::new().child(&json!({

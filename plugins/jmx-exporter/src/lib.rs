@@ -1,0 +1,244 @@
+//! The `jmx-exporter` plugin: Banzai Cloud's `banzaicloud.com/v1alpha1`
+//! `PrometheusJmxExporter`, without exec into pods.
+//!
+//! It asks the host for only what a parent needs (selective related
+//! reads): the Pods of its namespace matching `spec.labelSelector` and the
+//! ConfigMap named in `spec.config`. Each running matching Pod is decorated
+//! (the host sets annotations on objects the plugin does not own, and
+//! removes them again when they are no longer listed or the parent is
+//! deleted) with `prometheus.io/scrape: "true"`, `prometheus.io/port` and
+//! the marker [`PROCESSED`]; `status.metricsEndpoints` lists each Pod and
+//! port. A missing ConfigMap or key is `Ready=False` with the reason, and
+//! nothing is decorated. Pods are never restarted.
+//!
+//! The original operator loads the agent into the running JVM with `kubectl
+//! exec`/`cp`: a sandboxed plugin has no exec, by design. Pods must carry
+//! the agent themselves (an image with it, or an init container copying
+//! it, and `JAVA_TOOL_OPTIONS=-javaagent:<jar>=<port>:<config>`).
+
+use std::collections::BTreeMap;
+use trellis_sdk::k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use trellis_sdk::labels;
+use trellis_sdk::prelude::*;
+
+/// The marker annotation of a processed Pod; its value names the parent.
+pub const PROCESSED: &str = "banzaicloud.com/prometheus-jmx-exporter";
+/// The port when `spec.port` is not set (the exporter's usual one).
+const DEFAULT_PORT: u16 = 9400;
+
+/// A `PrometheusJmxExporter` (only what the plugin reads).
+#[derive(Debug, Deserialize)]
+struct JmxExporter {
+    #[serde(default)]
+    spec: Spec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    #[serde(default)]
+    label_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    config: ConfigRef,
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigRef {
+    #[serde(default)]
+    config_map_name: String,
+    #[serde(default)]
+    config_map_key: String,
+}
+
+impl Spec {
+    fn selector(&self) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(self.label_selector.clone()),
+            ..LabelSelector::default()
+        }
+    }
+
+    fn checked(&self) -> Result<(), String> {
+        if self.label_selector.is_empty() {
+            return Err("labelSelector must name at least one label (an empty one would pick every pod)".into());
+        }
+        if self.config.config_map_name.is_empty() || self.config.config_map_key.is_empty() {
+            return Err("config.configMapName and config.configMapKey are required".into());
+        }
+        if self.port == Some(0) {
+            return Err("port must be between 1 and 65535".into());
+        }
+        Ok(())
+    }
+}
+
+/// One scraped endpoint, as `status.metricsEndpoints` lists it.
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Endpoint {
+    pod: String,
+    port: u16,
+}
+
+/// The plugin.
+pub struct JmxExporterPlugin;
+
+impl Reconciler for JmxExporterPlugin {
+    fn info() -> PluginInfo {
+        PluginInfo::new("jmx-exporter", "banzaicloud.com/v1alpha1", "PrometheusJmxExporter")
+            .version(env!("CARGO_PKG_VERSION"))
+            .related::<Pod>()
+            .related::<ConfigMap>()
+    }
+
+    fn related(parent: &Value) -> Option<Vec<RelatedSelector>> {
+        let parent = JmxExporter::deserialize(parent).ok()?;
+        parent.spec.checked().ok()?;
+        Some(vec![
+            RelatedSelector::of::<Pod>().labels(&parent.spec.selector()),
+            RelatedSelector::of::<ConfigMap>().named([parent.spec.config.config_map_name.clone()]),
+        ])
+    }
+
+    fn reconcile(req: &Request) -> Result<Response, Error> {
+        let parent: JmxExporter = req.parent()?;
+        let spec = &parent.spec;
+        spec.checked().map_err(Error::invalid_spec)?;
+        let port = spec.port.unwrap_or(DEFAULT_PORT);
+        let config = &spec.config;
+        let config_map = req
+            .related::<ConfigMap>()
+            .into_iter()
+            .find(|c| c.metadata.name.as_deref() == Some(config.config_map_name.as_str()));
+        let missing = match &config_map {
+            None => Some((
+                "ConfigMapNotFound",
+                format!("ConfigMap {} does not exist", config.config_map_name),
+            )),
+            Some(c) if !c.data.as_ref().is_some_and(|d| d.contains_key(&config.config_map_key)) => Some((
+                "ConfigKeyNotFound",
+                format!(
+                    "ConfigMap {} has no key {}",
+                    config.config_map_name, config.config_map_key
+                ),
+            )),
+            Some(_) => None,
+        };
+        if let Some((reason, message)) = missing {
+            let status = json!({"metricsEndpoints": []});
+            return Ok(Response::new()
+                .status(&status)
+                .condition(Condition::ready(false, reason, message)));
+        }
+
+        let selector = spec.selector();
+        let mut endpoints: Vec<Endpoint> = req
+            .related::<Pod>()
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter(|p| labels::matches(&selector, p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+            .filter_map(|p| p.metadata.name)
+            .map(|pod| Endpoint { pod, port })
+            .collect();
+        endpoints.sort();
+        let mut response = Response::new();
+        for endpoint in &endpoints {
+            response.push_decoration(
+                Decoration::of::<Pod>(&endpoint.pod)
+                    .annotation("prometheus.io/scrape", "true")
+                    .annotation("prometheus.io/port", port.to_string())
+                    .annotation(PROCESSED, req.name()),
+            );
+        }
+        let message = format!("{} pods scraped on port {port}", endpoints.len());
+        Ok(response
+            .status(&json!({ "metricsEndpoints": endpoints }))
+            .condition(Condition::ready(true, "EndpointsDecorated", message)))
+    }
+}
+
+trellis_sdk::export_reconciler!(JmxExporterPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parent() -> Value {
+        json!({
+            "apiVersion": "banzaicloud.com/v1alpha1", "kind": "PrometheusJmxExporter",
+            "metadata": {"name": "example-prom-jmx-exp", "namespace": "apps", "uid": "u1"},
+            "spec": {
+                "labelSelector": {"app": "dummyapp"},
+                "config": {"configMapName": "prometheus-jmx-exporter-config", "configMapKey": "config.yaml"},
+                "port": 9400
+            }
+        })
+    }
+
+    fn pod(name: &str, app: &str, phase: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "apps", "labels": {"app": app}},
+            "status": {"phase": phase}})
+    }
+
+    fn config_map(key: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "prometheus-jmx-exporter-config", "namespace": "apps"},
+            "data": {key: "rules: []"}})
+    }
+
+    #[test]
+    fn running_matching_pods_are_decorated_and_listed() {
+        let req = Request::new(parent())
+            .with_related(config_map("config.yaml"))
+            .with_related(pod("b", "dummyapp", "Running"))
+            .with_related(pod("a", "dummyapp", "Running"))
+            .with_related(pod("pending", "dummyapp", "Pending"))
+            .with_related(pod("other", "web", "Running"));
+        let response = JmxExporterPlugin::reconcile(&req).unwrap();
+        let names: Vec<&str> = response.decorations().iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let a = &response.decorations()[0];
+        assert_eq!(a.annotations()["prometheus.io/port"], Some("9400".to_owned()));
+        assert_eq!(a.annotations()[PROCESSED], Some("example-prom-jmx-exp".to_owned()));
+        let status = response.status_json().unwrap();
+        assert_eq!(
+            status["metricsEndpoints"],
+            json!([{"pod": "a", "port": 9400}, {"pod": "b", "port": 9400}])
+        );
+        assert_eq!(response.conditions()[0].status, "True");
+    }
+
+    #[test]
+    fn a_missing_config_map_or_key_decorates_nothing() {
+        for (related, reason) in [
+            (None, "ConfigMapNotFound"),
+            (Some(config_map("other.yaml")), "ConfigKeyNotFound"),
+        ] {
+            let mut req = Request::new(parent()).with_related(pod("a", "dummyapp", "Running"));
+            if let Some(c) = related {
+                req = req.with_related(c);
+            }
+            let response = JmxExporterPlugin::reconcile(&req).unwrap();
+            assert!(response.decorations().is_empty());
+            assert_eq!(response.conditions()[0].reason, reason);
+            assert_eq!(response.conditions()[0].status, "False");
+        }
+    }
+
+    #[test]
+    fn it_asks_for_its_pods_and_its_config_map_only() {
+        assert_eq!(JmxExporterPlugin::related(&parent()).map(|s| s.len()), Some(2));
+        let mut empty = parent();
+        empty["spec"]["labelSelector"] = json!({});
+        assert!(
+            JmxExporterPlugin::related(&empty).is_none(),
+            "reconcile reports the spec error"
+        );
+        let err = JmxExporterPlugin::reconcile(&Request::new(empty)).unwrap_err();
+        assert!(matches!(err, Error::InvalidSpec(_)), "{err:?}");
+    }
+}

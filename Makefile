@@ -7,11 +7,11 @@ SHELL := bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 # Every crate that builds into a plugin module (.wasm).
-PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-plugin-jmx-exporter trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap trellis-test-wit-v0-1
+PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-plugin-prometheus trellis-plugin-jmx-exporter trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap trellis-test-wit-v0-1
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins toolchain envtest up down run run-check install uninstall deploy undeploy test unit-test render bench bench-admission bench-scale fmt lint clean
+.PHONY: all build plugins toolchain envtest promtool up down run run-check install uninstall deploy undeploy test unit-test render bench bench-admission bench-scale fmt lint clean
 
 all: build plugins
 
@@ -31,6 +31,11 @@ plugins: toolchain
 ## built from Go source through the module proxy (cached in ~/.cache/trellis)
 envtest:
 	tests/control-plane build --with-kwok
+
+## promtool: Prometheus's promtool from Go source through the module proxy (cached in
+## ~/.cache/trellis); render_monitoring checks the generated configs with it
+promtool:
+	tests/promtool build
 
 ## up / down: a local control plane in the background (prints `export KUBECONFIG=...`)
 up: envtest
@@ -70,7 +75,7 @@ run-check:
 	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 TRELLIS_WEBHOOK_PORT=19443 $(MAKE) run
 
 ## test: the whole suite, against a real control plane, and the main command
-test: plugins envtest
+test: plugins envtest promtool
 	$(MAKE) run-check
 	$(CARGO) test --workspace
 

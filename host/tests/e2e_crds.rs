@@ -204,3 +204,17 @@ async fn prometheus_jmx_exporter() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn prometheus() {
+    let (_ns, api, prometheus) = setup(
+        "crd-prometheus",
+        include_str!("../../deploy/crds/monitoring.coreos.com_prometheuses.yaml"),
+        "prometheus.yaml",
+    )
+    .await;
+    accepts(&api, &prometheus).await;
+    accepts(&api, &set(&prometheus, "/spec/enableAdminAPI", json!(true))).await;
+    let replicas = "spec.replicas in body should be greater than or equal to 0";
+    refuses(&api, &set(&prometheus, "/spec/replicas", json!(-1)), replicas).await;
+}

@@ -2,12 +2,14 @@
 //! with kwok running the pods: selective related reads (a parent is handed,
 //! and reconciled for, only the objects its `related` answer picks) and
 //! decorations (annotations kept on pods the plugin does not own, removed
-//! again, and only those, when the parent goes).
+//! again, and only those, when the parent goes); the Prometheus sample
+//! comes up with the configuration of the monitors its selectors pick.
 
 mod common;
 
 use common::{SETTLE, TestHost, apply_as_user, counter, dynamic_api};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -77,10 +79,15 @@ async fn eventually_annotated(pods: &Api<Pod>, name: &str, scraped: bool) -> Pod
 
 /// Waits until no reconcile of the plugin has started for `quiet`.
 async fn quiescent(host: &TestHost, quiet: Duration) -> f64 {
-    let mut last = counter(&host.metrics, RECONCILES);
+    quiescent_of(host, RECONCILES, quiet).await
+}
+
+/// Waits until the counter `series` has not moved for `quiet`.
+async fn quiescent_of(host: &TestHost, series: &str, quiet: Duration) -> f64 {
+    let mut last = counter(&host.metrics, series);
     loop {
         tokio::time::sleep(quiet).await;
-        let now = counter(&host.metrics, RECONCILES);
+        let now = counter(&host.metrics, series);
         if now == last {
             return now;
         }
@@ -229,5 +236,173 @@ async fn jmx_exporter_decorates_only_its_running_pods_and_removes_only_what_it_s
     .await;
     // The other parent's pod keeps its decoration.
     eventually_annotated(&pods, "web-0", true).await;
+    host.stop().await;
+}
+
+const PROMETHEUS_CRDS: [&str; 4] = [
+    include_str!("../../deploy/crds/monitoring.coreos.com_prometheuses.yaml"),
+    include_str!("../../deploy/crds/monitoring.coreos.com_servicemonitors.yaml"),
+    include_str!("../../deploy/crds/monitoring.coreos.com_podmonitors.yaml"),
+    include_str!("../../deploy/crds/monitoring.coreos.com_prometheusrules.yaml"),
+];
+const PROMETHEUS_SAMPLE: &str = include_str!("../../deploy/samples/prometheus.yaml");
+const PROMETHEUS_RECONCILES: &str = r#"trellis_reconciles_total{plugin="prometheus"}"#;
+
+fn service_monitor(name: &str, team: &str) -> Value {
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": name, "labels": {"team": team}},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "endpoints": [{"port": "web"}]}
+    })
+}
+
+/// The `prometheus.yaml` of the config Secret.
+async fn generated_config(secrets: &Api<Secret>) -> Result<String, String> {
+    let secret = secrets.get("prometheus-prometheus").await.map_err(|e| e.to_string())?;
+    let data = secret.data.unwrap_or_default();
+    let config = data.get("prometheus.yaml").ok_or("no prometheus.yaml")?;
+    String::from_utf8(config.0.clone()).map_err(|e| e.to_string())
+}
+
+/// The cells `kubectl get prometheus` prints for `name`, by column name,
+/// as the API server's Table for the CRD's printer columns gives them.
+async fn printed_columns(client: &kube::Client, namespace: &str, name: &str) -> Result<Vec<(String, String)>, String> {
+    let path = format!("/apis/monitoring.coreos.com/v1/namespaces/{namespace}/prometheuses/{name}");
+    let request = http::Request::get(path)
+        .header("Accept", "application/json;as=Table;g=meta.k8s.io;v=v1")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let table: Value = serde_json::from_str(&client.request_text(request).await.map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let names = table["columnDefinitions"].as_array().ok_or("no columns")?;
+    let cells = table["rows"][0]["cells"].as_array().ok_or("no row")?;
+    Ok(names
+        .iter()
+        .zip(cells)
+        .map(|(c, v)| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                v.to_string().trim_matches('"').to_owned(),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test]
+async fn prometheus_sample_runs_its_replicas_with_the_config_of_the_monitors_it_selects() {
+    common::init_logs();
+    let ns = TestNamespace::create_in(shared_env_with_kwok(), "prom").await;
+    let client = ns.client();
+    for crd in PROMETHEUS_CRDS {
+        install_crd(&client, &crd_from_yaml(crd)).await;
+    }
+    let host = TestHost::start(&ns, &["trellis-plugin-prometheus"]).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns.name());
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "prometheus"}})).unwrap();
+    accounts.create(&PostParams::default(), &account).await.unwrap();
+    let monitors = dynamic_api(&ns, "monitoring.coreos.com", "v1", "ServiceMonitor");
+    apply_as_user(&monitors, &service_monitor("frontend", "frontend")).await;
+    apply_as_user(&monitors, &service_monitor("backend", "backend")).await;
+    apply_as_user(&monitors, &service_monitor("nobody", "nobody")).await;
+    let rules = dynamic_api(&ns, "monitoring.coreos.com", "v1", "PrometheusRule");
+    let rule = json!({
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+        "metadata": {"name": "example-rules", "labels": {"role": "alert-rules", "prometheus": "example"}},
+        "spec": {"groups": [{"name": "example", "rules": [{"alert": "Down", "expr": "up == 0", "for": "5m"}]}]}
+    });
+    apply_as_user(&rules, &rule).await;
+
+    let parents = dynamic_api(&ns, "monitoring.coreos.com", "v1", "Prometheus");
+    let sample: Value = serde_yaml::from_str(PROMETHEUS_SAMPLE).unwrap();
+    apply_as_user(&parents, &sample).await;
+
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns.name());
+    until("3 ready replicas", SETTLE * 2, || async {
+        let set = sets.get("prometheus-prometheus").await.map_err(|e| e.to_string())?;
+        let ready = set.status.and_then(|s| s.ready_replicas).unwrap_or_default();
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready"))
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    for i in 0..3 {
+        let pod = pods.get(&format!("prometheus-prometheus-{i}")).await.unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.containers.len(), 2, "prometheus and config-reloader");
+        assert_eq!(
+            spec.service_account_name.as_deref(),
+            Some("prometheus"),
+            "used, not created"
+        );
+    }
+    let columns = until("kubectl get prometheus to show 3 3 True True", SETTLE, || async {
+        let columns = printed_columns(&client, ns.name(), "prometheus").await?;
+        let cell = |name: &str| {
+            columns
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let seen = [cell("Desired"), cell("Ready"), cell("Reconciled"), cell("Available")];
+        if seen == ["3", "3", "True", "True"] {
+            Ok(columns.clone())
+        } else {
+            Err(format!("{columns:?}"))
+        }
+    })
+    .await;
+    let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["Name", "Version", "Desired", "Ready", "Reconciled", "Available", "Age"]
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    let config = generated_config(&secrets).await.unwrap();
+    let frontend = format!("serviceMonitor/{}/frontend/0", ns.name());
+    let backend = format!("serviceMonitor/{}/backend/0", ns.name());
+    assert!(config.contains(&frontend), "{config}");
+    assert!(!config.contains(&backend) && !config.contains("nobody"), "{config}");
+    let rule_files = ConfigMap::clone(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns.name())
+            .get("prometheus-prometheus-rulefiles-0")
+            .await
+            .unwrap(),
+    );
+    let rule_keys: Vec<String> = rule_files.data.unwrap_or_default().into_keys().collect();
+    assert_eq!(rule_keys, [format!("{}-example-rules.yaml", ns.name())]);
+
+    // A monitor the selectors do not pick changes: the parent is not reconciled.
+    let before = quiescent_of(&host, PROMETHEUS_RECONCILES, Duration::from_secs(3)).await;
+    let mut nobody = service_monitor("nobody", "nobody");
+    nobody["spec"]["endpoints"][0]["interval"] = json!("15s");
+    apply_as_user(&monitors, &nobody).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        counter(&host.metrics, PROMETHEUS_RECONCILES),
+        before,
+        "an unselected monitor's change reconciled the parent"
+    );
+    // The other monitor is relabelled into the selection: the config follows.
+    let started = std::time::Instant::now();
+    apply_as_user(&monitors, &service_monitor("backend", "frontend")).await;
+    until(
+        "the config to name the relabelled monitor",
+        Duration::from_secs(15),
+        || async {
+            let config = generated_config(&secrets).await?;
+            if config.contains(&backend) {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    tracing::info!(took = ?started.elapsed(), "the config followed the relabelled monitor");
     host.stop().await;
 }

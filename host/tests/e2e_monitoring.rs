@@ -406,3 +406,102 @@ async fn prometheus_sample_runs_its_replicas_with_the_config_of_the_monitors_it_
     tracing::info!(took = ?started.elapsed(), "the config followed the relabelled monitor");
     host.stop().await;
 }
+
+/// A port nothing listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn init_containers(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn jmx_exporter_injects_its_agent_into_new_matching_pods_only() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    common::init_logs();
+    let ns = TestNamespace::create_in(shared_env_with_kwok(), "jmx-agent").await;
+    let client = ns.client();
+    install_crd(&client, &crd_from_yaml(JMX_CRD)).await;
+    let port = free_port();
+    let admission = trellis::admission::AdmissionOptions::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Some(format!("https://127.0.0.1:{port}")),
+        ns.name(),
+    )
+    .unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    common::add_plugin(plugins.path(), JMX_PLUGIN, "jmx-exporter.wasm");
+    let host = TestHost::start_in(&ns, plugins, |mut o| {
+        o.admission = Some(admission);
+        o
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let parents = dynamic_api(&ns, "banzaicloud.com", "v1alpha1", "PrometheusJmxExporter");
+    let mut sample: Value = serde_yaml::from_str(JMX_SAMPLE).unwrap();
+    sample["spec"]["agentImage"] = json!("example.com/jmx-agent:1.0");
+    apply_as_user(&parents, &sample).await;
+
+    // The webhook for new pods: confined to the host's namespace, never blocking.
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let config = until("the mutating configuration", SETTLE, || async {
+        configs
+            .get_opt("trellis-jmx-exporter")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    let hook = &config.webhooks.unwrap()[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    let selector = hook.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap();
+    assert_eq!(selector["kubernetes.io/metadata.name"], ns.name());
+
+    // Pods are created until the webhook (and its certificate) is in place.
+    let mut attempt = 0;
+    let injected = until("a new dummyapp pod to get the agent", SETTLE, || {
+        attempt += 1;
+        let name = format!("dummy-{attempt}");
+        let pods = pods.clone();
+        async move {
+            pod(&pods, &name, "dummyapp").await;
+            let created = pods.get(&name).await.map_err(|e| e.to_string())?;
+            if init_containers(&created).is_empty() {
+                let _ = pods.delete(&name, &DeleteParams::default()).await;
+                return Err(format!("{name} has no agent"));
+            }
+            Ok(created)
+        }
+    })
+    .await;
+    assert_eq!(init_containers(&injected), ["jmx-agent"]);
+    let spec = injected.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.init_containers.as_ref().unwrap()[0].image.as_deref(),
+        Some("example.com/jmx-agent:1.0")
+    );
+    let env = spec.containers[0].env.as_ref().unwrap();
+    let options = env.iter().find(|e| e.name == "JAVA_TOOL_OPTIONS").unwrap();
+    assert_eq!(
+        options.value.as_deref(),
+        Some("-javaagent:/jmx-agent/jmx_prometheus_javaagent.jar=9400:/etc/jmx-exporter/config.yaml")
+    );
+    // The ConfigMap is missing, so nothing is decorated yet; the pod still runs.
+    assert!(annotations(&injected)["prometheus.io/scrape"].is_null());
+
+    // A pod of another app is admitted as it came.
+    pod(&pods, "web-0", "web").await;
+    assert!(init_containers(&pods.get("web-0").await.unwrap()).is_empty());
+    host.stop().await;
+}

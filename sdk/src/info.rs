@@ -16,6 +16,7 @@ pub struct PluginInfo {
     finalizer: bool,
     validating: bool,
     defaulting: bool,
+    default_related: Vec<(String, String)>,
 }
 
 impl PluginInfo {
@@ -32,6 +33,7 @@ impl PluginInfo {
             finalizer: false,
             validating: false,
             defaulting: false,
+            default_related: Vec::new(),
         }
     }
 
@@ -86,6 +88,19 @@ impl PluginInfo {
         self
     }
 
+    /// Fills in new objects of the related kind `K` (which this also makes
+    /// a related kind) before they are stored: the host calls
+    /// [`crate::Reconciler::default_related`] from a webhook that admits
+    /// the object unchanged if the plugin fails.
+    pub fn defaulting_related<K: Resource>(mut self) -> Self {
+        let kind = (K::API_VERSION.to_owned(), K::KIND.to_owned());
+        if !self.related.contains(&kind) {
+            self.related.push(kind.clone());
+        }
+        self.default_related.push(kind);
+        self
+    }
+
     pub(crate) fn into_wit(self) -> types::PluginInfo {
         let kind = |(api_version, kind): (String, String)| types::KindRef { api_version, kind };
         let mut admission = types::AdmissionHooks::empty();
@@ -103,6 +118,7 @@ impl PluginInfo {
             related: self.related.into_iter().map(kind).collect(),
             finalizer: self.finalizer,
             admission,
+            default_related: self.default_related.into_iter().map(kind).collect(),
         }
     }
 }

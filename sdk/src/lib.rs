@@ -106,6 +106,16 @@ pub trait Reconciler {
     fn default(_obj: &mut serde_json::Value) -> Result<(), Vec<String>> {
         Ok(())
     }
+
+    /// Fills in, in place, a new object of a kind
+    /// [`PluginInfo::defaulting_related`] names before it is stored, given
+    /// the plugin's parents of its namespace; called by the host only for
+    /// those kinds. Only `metadata.labels`, `metadata.annotations` and
+    /// `spec` may change. An error admits the object unchanged (with a
+    /// warning to the user). The default changes nothing.
+    fn default_related(_obj: &mut serde_json::Value, _parents: &[serde_json::Value]) -> Result<(), Vec<String>> {
+        Ok(())
+    }
 }
 
 /// Glue between the generated bindings and a [`Reconciler`]; used by
@@ -135,6 +145,20 @@ pub mod glue {
 
     pub fn validate<R: Reconciler>(req: types::AdmissionRequest) -> Result<(), Vec<String>> {
         R::validate(&AdmissionRequest::from_wit(req)?)
+    }
+
+    pub fn default_related<R: Reconciler>(obj: String, parents: Vec<String>) -> Result<String, Vec<String>> {
+        let parse = |what: &str, text: &str| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| vec![format!("the {what} is not valid JSON: {e}")])
+        };
+        let mut obj = parse("object", &obj)?;
+        let parents = parents
+            .iter()
+            .map(|p| parse("parent", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        R::default_related(&mut obj, &parents)?;
+        Ok(obj.to_string())
     }
 
     pub fn default<R: Reconciler>(obj: String) -> Result<String, Vec<String>> {
@@ -181,6 +205,12 @@ macro_rules! export_reconciler {
                 obj: ::std::string::String,
             ) -> ::core::result::Result<::std::string::String, ::std::vec::Vec<::std::string::String>> {
                 $crate::glue::default::<$reconciler>(obj)
+            }
+            fn default_related(
+                obj: ::std::string::String,
+                parents: ::std::vec::Vec<::std::string::String>,
+            ) -> ::core::result::Result<::std::string::String, ::std::vec::Vec<::std::string::String>> {
+                $crate::glue::default_related::<$reconciler>(obj, parents)
             }
         }
 

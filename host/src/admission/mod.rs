@@ -221,12 +221,24 @@ impl Webhooks {
         let mut plans = Vec::new();
         for controller in running {
             let registration = controller.registration();
-            let hooks = registration.plugin.info().admission;
-            if !hooks.any() {
+            let info = registration.plugin.info();
+            let hooks = info.admission;
+            if !hooks.any() && info.default_related.is_empty() {
                 continue;
             }
             let target = controller.admission_target();
             let parent = target.parent();
+            let default_related = info
+                .default_related
+                .iter()
+                .filter_map(|kind| target.related_kind(kind))
+                .map(|served| configs::RelatedRule {
+                    group: served.resource.group.clone(),
+                    version: served.resource.version.clone(),
+                    plural: served.resource.plural.clone(),
+                    namespaced: served.namespaced,
+                })
+                .collect();
             plans.push(WebhookPlan {
                 registration: registration.name.clone(),
                 group: parent.resource.group.clone(),
@@ -239,6 +251,7 @@ impl Webhooks {
                     // A host watching one namespace serves only it.
                     controller.watched_namespace().filter(|_| parent.namespaced)
                 }),
+                default_related,
             });
             targets.insert(registration.name.clone(), target);
         }

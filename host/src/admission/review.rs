@@ -1,8 +1,11 @@
 //! Answering one AdmissionReview: the plugin's `default` (mutate) or
 //! `validate` in the same sandbox and call gate as its reconciles, the
 //! JSONPatch computed by the host from the object the plugin returns, and
-//! the registration's `failurePolicy` when the plugin fails. Always answers
-//! within [`ANSWER_DEADLINE`], well below the configuration's timeout.
+//! the registration's `failurePolicy` when the plugin fails. The
+//! `default-related` hook fills in new objects of related kinds, which the
+//! plugin does not own: whatever goes wrong there, the object is admitted
+//! as it came (with a warning). Always answers within [`ANSWER_DEADLINE`],
+//! well below the configuration's timeout.
 
 use crate::controller::AdmissionTarget;
 use crate::crd::FailurePolicy;
@@ -25,6 +28,8 @@ pub enum Hook {
     Mutate,
     /// `/validate/<registration>`: the plugin's `validate`.
     Validate,
+    /// `/mutate-related/<registration>`: the plugin's `default-related`.
+    MutateRelated,
 }
 
 impl Hook {
@@ -33,6 +38,7 @@ impl Hook {
         match self {
             Self::Mutate => "mutate",
             Self::Validate => "validate",
+            Self::MutateRelated => "mutate-related",
         }
     }
 }
@@ -64,6 +70,16 @@ pub async fn answer(
     };
     let response = AdmissionResponse::from(&request);
     let Some(target) = target else {
+        if hook == Hook::MutateRelated {
+            // Not the plugin's object: never held up by the host's state.
+            return failed(
+                response,
+                FailurePolicy::Ignore,
+                "the registration is not served by this host now",
+            )
+            .0
+            .into_review();
+        }
         return response
             .deny(format!(
                 "the Trellis registration {registration} is not served by this host now (it is starting, or was removed)"
@@ -106,6 +122,24 @@ async fn decide(
     let to_value = |o: &Option<DynamicObject>| o.as_ref().and_then(|o| serde_json::to_value(o).ok());
     let object = to_value(&request.object);
     let outcome = match hook {
+        Hook::MutateRelated => {
+            let Some(object) = object else {
+                return (response, "allowed");
+            };
+            let parents = target.parents(request.namespace.as_deref());
+            call(target, move |plugin, share| {
+                plugin
+                    .default_related(&object, &parents, share)
+                    .map(|r| r.map(|after| (object, after)))
+            })
+            .await
+            .map(|verdict| {
+                verdict.map(|(before, after)| {
+                    let patch = patch_of(&before, &after);
+                    (!patch.0.is_empty()).then_some(patch)
+                })
+            })
+        }
         Hook::Mutate => {
             let Some(object) = object else {
                 return (response, "allowed");
@@ -143,16 +177,26 @@ async fn decide(
                 .map(|verdict| verdict.map(|()| None))
         }
     };
+    // Objects the plugin does not own are never refused or blocked.
+    let policy = match hook {
+        Hook::MutateRelated => FailurePolicy::Ignore,
+        _ => registration.failure_policy,
+    };
     match outcome {
         Ok(Ok(None)) => (response, "allowed"),
+        Ok(Err(objections)) if hook == Hook::MutateRelated => failed(
+            response,
+            policy,
+            &format!("the plugin objects: {}", objections.join("; ")),
+        ),
         Ok(Ok(Some(patch))) => match response.clone().with_patch(patch) {
             Ok(patched) => (patched, "patched"),
-            Err(e) => failed(response, registration.failure_policy, &e.to_string()),
+            Err(e) => failed(response, policy, &e.to_string()),
         },
         Ok(Err(objections)) => (response.deny(objections.join("; ")), "denied"),
         Err(failure) => {
             tracing::warn!(registration = %registration.name, hook = hook.as_str(), error = %failure, "plugin failed in admission");
-            failed(response, registration.failure_policy, &failure.to_string())
+            failed(response, policy, &failure.to_string())
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTPS server of the webhooks, on its own port: `POST
-//! /validate/<registration>`, `/mutate/<registration>` and
+//! /validate/<registration>`, `/mutate/<registration>`,
+//! `/mutate-related/<registration>` and
 //! `/validate-registrations` take an AdmissionReview v1 and answer one. TLS by rustls with the certificate
 //! [`ServingCert`] holds now; each connection is handshaken and served in
 //! its own task, so a slow client holds up nobody else.
@@ -43,6 +44,7 @@ fn router(targets: Targets, client: kube::Client) -> Router {
     Router::new()
         .route("/validate/{registration}", post(validate))
         .route("/mutate/{registration}", post(mutate))
+        .route("/mutate-related/{registration}", post(mutate_related))
         .route(accounts::PATH, post(registrations))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
@@ -63,6 +65,21 @@ async fn mutate(State(state): State<AppState>, Path(registration): Path<String>,
         Ok(review) => {
             reply(&review::answer(Hook::Mutate, &registration, state.targets.get(&registration), review).await)
         }
+        Err(refused) => *refused,
+    }
+}
+
+async fn mutate_related(State(state): State<AppState>, Path(registration): Path<String>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(review) => reply(
+            &review::answer(
+                Hook::MutateRelated,
+                &registration,
+                state.targets.get(&registration),
+                review,
+            )
+            .await,
+        ),
         Err(refused) => *refused,
     }
 }

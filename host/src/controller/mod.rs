@@ -209,6 +209,8 @@ pub(crate) struct Context {
     event_rate: event_rate::EventRate,
     /// Each parent's `related` answer (see [`related::Selections`]).
     selections: related::Selections,
+    /// The parent cache (what `default-related` is handed).
+    parents: reflector::Store<ParentObject>,
 }
 
 /// A kind the plugin emits: its cache, and the names other objects of it take.
@@ -382,6 +384,7 @@ impl KindController {
             written_status,
             event_rate: event_rate::EventRate::default(),
             selections: selections.clone(),
+            parents: parents.clone(),
         });
         // Each plugin has its own queue and its own share of workers: one
         // plugin's slow or failing reconciles never hold another's.

@@ -37,6 +37,24 @@ impl AdmissionTarget {
             .collect()
     }
 
+    /// The parents in `namespace` (all of them for a cluster-scoped parent
+    /// kind), as JSON text: what `default-related` is handed.
+    pub fn parents(&self, namespace: Option<&str>) -> Vec<Arc<str>> {
+        let namespaced = self.context.parent.namespaced;
+        self.context
+            .parents
+            .state()
+            .iter()
+            .filter(|p| !namespaced || p.metadata.namespace.as_deref() == namespace)
+            .map(|p| p.text.clone())
+            .collect()
+    }
+
+    /// A related kind, as the API serves it.
+    pub fn related_kind(&self, kind: &crate::runtime::KindRef) -> Option<&ServedKind> {
+        self.context.related.iter().map(|(k, _)| k).find(|k| k.kind == *kind)
+    }
+
     /// The host's gate of plugin calls.
     pub fn calls(&self) -> &CallGate {
         &self.context.shared.calls

@@ -43,6 +43,7 @@ impl From<old::PluginInfo> for new::PluginInfo {
             related: i.related.into_iter().map(Into::into).collect(),
             finalizer: i.finalizer,
             admission: new::AdmissionHooks::empty(),
+            default_related: Vec::new(),
         }
     }
 }

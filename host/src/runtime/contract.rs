@@ -70,6 +70,9 @@ pub struct PluginInfo {
     /// The admission hooks it asks for (none for a 0.1.0 plugin).
     #[serde(default)]
     pub admission: AdmissionHooks,
+    /// Related kinds whose new objects it fills in (`default-related`).
+    #[serde(default)]
+    pub default_related: Vec<KindRef>,
 }
 
 /// The admission hooks a plugin asks for (WIT 0.2.0 `admission-hooks`).

@@ -328,6 +328,45 @@ impl Plugin {
         }
     }
 
+    /// Asks the plugin to fill in a new object of one of its
+    /// `default-related` kinds, given its `parents` (as JSON text): the
+    /// inner result is the object as it should be stored, or the plugin's
+    /// objections. As with [`Plugin::default`], only labels, annotations
+    /// and spec may differ. An object of another kind is returned as it
+    /// is, without a call.
+    pub fn default_related(
+        &self,
+        obj: &Value,
+        parents: &[Arc<str>],
+        share: Option<Box<dyn CpuShare>>,
+    ) -> Result<Result<Value, Vec<String>>, RuntimeError> {
+        let listed = super::KindRef::of(obj).is_some_and(|k| self.inner.info.default_related.contains(&k));
+        if !listed {
+            return Ok(Ok(obj.clone()));
+        }
+        let text = obj.to_string();
+        let parents: Vec<String> = parents.iter().map(|p| String::from(&**p)).collect();
+        self.check_request_size(text.len() + parents.iter().map(String::len).sum::<usize>())?;
+        let returned = call(
+            &self.inner.pre,
+            &self.inner.log_rate,
+            self.name(),
+            "default-related",
+            &object_key(obj),
+            self.limits,
+            share,
+            move |store, instance| match instance {
+                Instance::V0_2(i) => i.call_default_related(store, &text, &parents),
+                // Not reached: a 0.1.0 plugin lists no default-related kinds.
+                Instance::V0_1(_) => Ok(Ok(text)),
+            },
+        )?;
+        match returned {
+            Ok(returned) => admission::defaulted(self.name(), obj, &returned).map(Ok),
+            Err(objections) => Ok(Err(admission::bounded_objections(objections))),
+        }
+    }
+
     /// Refuses a request above half the memory limit: it is copied into the
     /// guest's memory and parsed there.
     fn check_request_size(&self, size: usize) -> Result<(), RuntimeError> {

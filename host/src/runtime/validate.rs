@@ -51,7 +51,13 @@ pub(crate) fn plugin_info(module: &str, info: wit::PluginInfo) -> Result<PluginI
             validate: info.admission.contains(wit::AdmissionHooks::VALIDATE),
             default: info.admission.contains(wit::AdmissionHooks::DEFAULT),
         },
+        default_related: distinct(info.default_related.into_iter().map(kind)),
     };
+    if let Some(stray) = info.default_related.iter().find(|k| !info.related.contains(k)) {
+        return Err(invalid(format!(
+            "default-related kind {stray} is not among the plugin's related kinds"
+        )));
+    }
     for k in std::iter::once(&info.parent).chain(&info.children).chain(&info.related) {
         if k.kind.is_empty() || k.version().is_empty() || !k.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
             return Err(invalid(format!(
@@ -296,4 +302,41 @@ fn is_reason(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(api_version: &str, kind: &str) -> wit::KindRef {
+        wit::KindRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        }
+    }
+
+    fn info(related: Vec<wit::KindRef>, default_related: Vec<wit::KindRef>) -> wit::PluginInfo {
+        wit::PluginInfo {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            parent: kind("example.com/v1", "Thing"),
+            children: Vec::new(),
+            related,
+            finalizer: false,
+            admission: wit::AdmissionHooks::empty(),
+            default_related,
+        }
+    }
+
+    #[test]
+    fn default_related_kinds_must_be_related_kinds() {
+        let pods = || vec![kind("v1", "Pod")];
+        let ok = plugin_info("p.wasm", info(pods(), pods())).unwrap();
+        assert_eq!(ok.default_related, [KindRef::new("v1", "Pod")]);
+        let err = plugin_info("p.wasm", info(Vec::new(), pods())).unwrap_err();
+        assert!(
+            err.to_string().contains("default-related kind v1 Pod is not among"),
+            "{err}"
+        );
+    }
 }

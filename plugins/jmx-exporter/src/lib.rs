@@ -12,9 +12,16 @@
 //! nothing is decorated. Pods are never restarted.
 //!
 //! The original operator loads the agent into the running JVM with `kubectl
-//! exec`/`cp`: a sandboxed plugin has no exec, by design. Pods must carry
-//! the agent themselves (an image with it, or an init container copying
-//! it, and `JAVA_TOOL_OPTIONS=-javaagent:<jar>=<port>:<config>`).
+//! exec`/`cp`: a sandboxed plugin has no exec, by design. Instead, with
+//! `spec.agentImage` set (an image holding the agent jar at
+//! `spec.agentJar`), new pods matching the selector get the agent when they
+//! are created (`default-related`, a mutating webhook of the host that never
+//! blocks a pod): an init container copying the jar into a shared volume,
+//! the ConfigMap mounted, and `-javaagent:<jar>=<port>:<config>` added to
+//! `JAVA_TOOL_OPTIONS` of every container (see [`inject`]). Running pods
+//! are never touched.
+
+mod inject;
 
 use std::collections::BTreeMap;
 use trellis_sdk::k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -24,44 +31,50 @@ use trellis_sdk::prelude::*;
 /// The marker annotation of a processed Pod; its value names the parent.
 pub const PROCESSED: &str = "banzaicloud.com/prometheus-jmx-exporter";
 /// The port when `spec.port` is not set (the exporter's usual one).
-const DEFAULT_PORT: u16 = 9400;
+pub(crate) const DEFAULT_PORT: u16 = 9400;
 
 /// A `PrometheusJmxExporter` (only what the plugin reads).
 #[derive(Debug, Deserialize)]
-struct JmxExporter {
+pub(crate) struct JmxExporter {
     #[serde(default)]
-    spec: Spec,
+    pub(crate) spec: Spec,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Spec {
+pub(crate) struct Spec {
     #[serde(default)]
-    label_selector: BTreeMap<String, String>,
+    pub(crate) label_selector: BTreeMap<String, String>,
     #[serde(default)]
-    config: ConfigRef,
+    pub(crate) config: ConfigRef,
     #[serde(default)]
-    port: Option<u16>,
+    pub(crate) port: Option<u16>,
+    /// An image holding the agent jar: new matching pods get the agent.
+    #[serde(default)]
+    pub(crate) agent_image: Option<String>,
+    /// Where the jar is in `agent_image`.
+    #[serde(default)]
+    pub(crate) agent_jar: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ConfigRef {
+pub(crate) struct ConfigRef {
     #[serde(default)]
-    config_map_name: String,
+    pub(crate) config_map_name: String,
     #[serde(default)]
-    config_map_key: String,
+    pub(crate) config_map_key: String,
 }
 
 impl Spec {
-    fn selector(&self) -> LabelSelector {
+    pub(crate) fn selector(&self) -> LabelSelector {
         LabelSelector {
             match_labels: Some(self.label_selector.clone()),
             ..LabelSelector::default()
         }
     }
 
-    fn checked(&self) -> Result<(), String> {
+    pub(crate) fn checked(&self) -> Result<(), String> {
         if self.label_selector.is_empty() {
             return Err("labelSelector must name at least one label (an empty one would pick every pod)".into());
         }
@@ -91,6 +104,12 @@ impl Reconciler for JmxExporterPlugin {
             .version(env!("CARGO_PKG_VERSION"))
             .related::<Pod>()
             .related::<ConfigMap>()
+            .defaulting_related::<Pod>()
+    }
+
+    fn default_related(obj: &mut Value, parents: &[Value]) -> Result<(), Vec<String>> {
+        inject::agent(obj, parents);
+        Ok(())
     }
 
     fn related(parent: &Value) -> Option<Vec<RelatedSelector>> {

@@ -92,14 +92,6 @@ pub fn observed_children(ctx: &Context, parent: &ParentRef) -> Vec<Arc<CachedObj
         .collect()
 }
 
-/// The related objects a parent in `namespace` may see.
-pub fn related_objects(ctx: &Context, namespace: Option<&str>) -> Vec<Arc<CachedObject>> {
-    ctx.related
-        .iter()
-        .flat_map(|(_, index)| index.related_to(namespace))
-        .collect()
-}
-
 /// What the host knows of a desired child before writing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Known {

@@ -17,7 +17,7 @@ use super::{Context, ServedKind};
 use crate::runtime::{Decoration, DecorationTarget};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The field manager of one parent's decorations.
@@ -58,7 +58,7 @@ pub struct DecorationPlan {
 pub struct Seen<'a> {
     pub object: &'a CachedObject,
     /// The keys of its annotations (labels are in `object`).
-    pub annotation_keys: BTreeSet<String>,
+    pub annotation_keys: &'a BTreeSet<String>,
 }
 
 /// The writes that make `desired` true for the parent whose field manager
@@ -111,8 +111,9 @@ pub fn plan<'a>(
             });
         }
     }
+    let wanted: HashSet<&DecorationTarget> = desired.iter().map(|d| &d.target).collect();
     for (target, object) in previously {
-        if desired.iter().any(|d| d.target == *target) || object.decorated_by(manager).is_none() {
+        if wanted.contains(target) || object.decorated_by(manager).is_none() {
             continue;
         }
         plan.writes.push(DecorationWrite::Apply {
@@ -228,29 +229,25 @@ pub async fn write(
             })
         })
         .collect();
-    let targets: Vec<(DecorationTarget, Option<Arc<CachedObject>>)> = checked
+    // Each target as cached (not being deleted), with its annotation keys
+    // when a `None` value may remove one.
+    let found: HashMap<&DecorationTarget, (Arc<CachedObject>, BTreeSet<String>)> = checked
         .iter()
-        .map(|d| {
-            let object = cache_of(ctx, &d.target)
-                .and_then(|(_, index, t)| index.object(t.namespace.as_deref(), &t.name))
-                .filter(|o| !o.deleting);
-            (d.target.clone(), object)
-        })
-        .collect();
-    let annotation_keys: Vec<BTreeSet<String>> = targets
-        .iter()
-        .zip(&checked)
-        .map(|((_, object), d)| match object {
-            Some(o) if d.annotations.values().any(Option::is_none) => annotation_keys(o),
-            _ => BTreeSet::new(),
+        .filter_map(|d| {
+            let (_, index, t) = cache_of(ctx, &d.target)?;
+            let object = index.object(t.namespace.as_deref(), &t.name).filter(|o| !o.deleting)?;
+            let keys = if d.annotations.values().any(Option::is_none) {
+                annotation_keys(&object)
+            } else {
+                BTreeSet::new()
+            };
+            Some((&d.target, (object, keys)))
         })
         .collect();
     let lookup = |target: &DecorationTarget| {
-        let at = targets.iter().position(|(t, _)| t == target)?;
-        let object = targets[at].1.as_deref()?;
-        Some(Seen {
+        found.get(target).map(|(object, annotation_keys)| Seen {
             object,
-            annotation_keys: annotation_keys[at].clone(),
+            annotation_keys,
         })
     };
     let previously_seen: Vec<(DecorationTarget, &CachedObject)> =
@@ -280,9 +277,7 @@ pub async fn remove_all(ctx: &Context, plugin: &str, parent_uid: &str) -> Result
 /// Whether the parent `parent_uid` has decorations the caches know of.
 pub fn has_any(ctx: &Context, plugin: &str, parent_uid: &str) -> bool {
     let manager = manager(plugin, parent_uid);
-    ctx.related
-        .iter()
-        .any(|(_, index)| !index.decorated_by(&manager).is_empty())
+    ctx.related.iter().any(|(_, index)| index.has_decorations_of(&manager))
 }
 
 fn annotation_keys(object: &CachedObject) -> BTreeSet<String> {
@@ -433,10 +428,11 @@ mod tests {
         let stale = pod("stale", &[], Some(owned("9000")));
         let fresh = pod("fresh", &[], None);
         let objects = [&done, &stale, &fresh];
+        let none = BTreeSet::new();
         let lookup = |t: &DecorationTarget| {
             objects.iter().find(|o| o.name == t.name).map(|o| Seen {
                 object: o,
-                annotation_keys: BTreeSet::new(),
+                annotation_keys: &none,
             })
         };
         let desired = [
@@ -487,7 +483,7 @@ mod tests {
         let lookup = |_: &DecorationTarget| {
             Some(Seen {
                 object: &object,
-                annotation_keys: keys.clone(),
+                annotation_keys: &keys,
             })
         };
         let decoration = Decoration {

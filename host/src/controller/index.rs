@@ -445,6 +445,12 @@ impl ObjectIndex {
             .collect()
     }
 
+    /// Whether `manager` owns decorations on any cached object.
+    pub fn has_decorations_of(&self, manager: &str) -> bool {
+        let state = self.inner.state.read().expect("index lock");
+        state.files.decorated.contains_key(manager)
+    }
+
     /// Notes what a decoration the host just applied left `manager`
     /// owning on `namespace/name`, until the object's watch event comes:
     /// so a parent deleted meanwhile still has it removed.

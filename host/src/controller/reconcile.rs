@@ -234,11 +234,6 @@ async fn call_plugin(
     let namespace = parent["metadata"]["namespace"].as_str();
     let key = related::parent_key(namespace, parent["metadata"]["name"].as_str().unwrap_or_default());
     let version = parent["metadata"]["resourceVersion"].as_str().unwrap_or_default();
-    let source = RelatedSource {
-        kinds: ctx.related.clone(),
-        namespace: namespace.map(str::to_owned),
-        tenant: registration.tenant_namespace.is_some(),
-    };
     // The answer depends on the parent alone: asked once per version.
     let known = ctx
         .selections
@@ -247,19 +242,27 @@ async fn call_plugin(
         .get(&key)
         .filter(|s| s.resource_version == version)
         .map(|s| s.answer.clone());
+    let source = || RelatedSource {
+        kinds: ctx.related.clone(),
+        namespace: namespace.map(str::to_owned),
+        tenant: registration.tenant_namespace.is_some(),
+    };
     let (related, pick_related) = match known {
         _ if ctx.related.is_empty() => (Vec::new(), None),
         Some(answer) => (
-            source.pick(&answer).map_err(|source| RuntimeError::RelatedRefused {
+            source().pick(&answer).map_err(|source| RuntimeError::RelatedRefused {
                 plugin: registration.name.clone(),
                 source,
             })?,
             None,
         ),
-        None => (
-            Vec::new(),
-            Some(RelatedPicker(Arc::new(move |answer| source.pick(answer)))),
-        ),
+        None => {
+            let source = source();
+            (
+                Vec::new(),
+                Some(RelatedPicker(Arc::new(move |answer| source.pick(answer)))),
+            )
+        }
     };
     let request = ReconcileRequest {
         parent: parent_text.clone(),

@@ -36,15 +36,22 @@ pub struct RelatedSource {
     pub tenant: bool,
 }
 
+/// Every cached related object a parent in `namespace` sees without a
+/// `related` answer: those of its namespace (or cluster-scoped).
+pub fn of_namespace(kinds: &[(ServedKind, ObjectIndex)], namespace: Option<&str>) -> Vec<Arc<CachedObject>> {
+    kinds
+        .iter()
+        .flat_map(|(_, index)| index.related_to(namespace))
+        .collect()
+}
+
 impl RelatedSource {
     /// The objects `answer` picks, each once.
     pub fn pick(&self, answer: &RelatedAnswer) -> Result<Vec<Arc<str>>, SelectionError> {
         let namespace = self.namespace.as_deref();
         let RelatedAnswer::Selected(selectors) = answer else {
-            return Ok(self
-                .kinds
+            return Ok(of_namespace(&self.kinds, namespace)
                 .iter()
-                .flat_map(|(_, index)| index.related_to(namespace))
                 .map(|o| o.text.clone())
                 .collect());
         };

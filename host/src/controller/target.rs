@@ -31,7 +31,7 @@ impl AdmissionTarget {
     /// The cached objects of the related kinds that a parent in
     /// `namespace` sees, as JSON text (what `reconcile` gets).
     pub fn related(&self, namespace: Option<&str>) -> Vec<Arc<str>> {
-        super::apply::related_objects(&self.context, namespace)
+        super::related::of_namespace(&self.context.related, namespace)
             .iter()
             .map(|r| r.text.clone())
             .collect()

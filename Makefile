@@ -7,11 +7,11 @@ SHELL := bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 # Every crate that builds into a plugin module (.wasm).
-PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-plugin-prometheus trellis-plugin-jmx-exporter trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap trellis-test-wit-v0-1
+PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-redis trellis-plugin-appservice trellis-plugin-mydaemonset trellis-plugin-prometheus trellis-plugin-jmx-exporter trellis-test-hostile trellis-test-greeter-v1 trellis-test-greeter-v2 trellis-test-pod-from-configmap trellis-test-wit-v0-1 trellis-example-website
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins toolchain envtest promtool up down run run-check install uninstall deploy undeploy test unit-test render bench bench-admission bench-scale fmt lint clean
+.PHONY: all build plugins examples toolchain envtest promtool up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
 
 all: build plugins
 
@@ -26,6 +26,33 @@ build:
 ## plugins: every plugin module, into target/wasm32-wasip2/release/
 plugins: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
+
+## examples: the Website example plugin in each SDK's language, into
+## target/examples/ (Rust's is among `plugins`): Python through sdk-python
+## (a venv with componentize-py from PyPI), TypeScript through sdk-js
+## (componentize-js from npm)
+EXAMPLES_DIR := target/examples
+PY_VENV := target/sdk-python-venv
+examples: plugins $(EXAMPLES_DIR)/website-python.wasm $(EXAMPLES_DIR)/website-typescript.wasm
+
+$(PY_VENV)/bin/trellis-py: sdk-python/pyproject.toml $(wildcard sdk-python/src/trellis_sdk/*.py) sdk-python/src/trellis_sdk/wit/reconciler.wit
+	python3 -m venv $(PY_VENV)
+	rm -rf sdk-python/build
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check ./sdk-python
+	rm -rf sdk-python/build sdk-python/src/trellis_sdk.egg-info
+	touch $@
+
+$(EXAMPLES_DIR)/website-python.wasm: examples/website/python/website.py $(PY_VENV)/bin/trellis-py
+	@mkdir -p $(EXAMPLES_DIR)
+	cd examples/website/python && $(CURDIR)/$(PY_VENV)/bin/trellis-py build website:Website -o $(CURDIR)/$@
+
+sdk-js/node_modules/.installed: sdk-js/package.json sdk-js/package-lock.json
+	cd sdk-js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(EXAMPLES_DIR)/website-typescript.wasm: examples/website/typescript/website.ts $(wildcard sdk-js/src/*.ts) sdk-js/bin/trellis-js.mjs sdk-js/wit/reconciler.wit sdk-js/node_modules/.installed
+	@mkdir -p $(EXAMPLES_DIR)
+	cd examples/website/typescript && npm ci --no-audit --no-fund --loglevel=error && npx trellis-js build website.ts -o $(CURDIR)/$@
 
 ## envtest: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
 ## built from Go source through the module proxy (cached in ~/.cache/trellis)
@@ -66,7 +93,8 @@ undeploy:
 	kubectl delete --ignore-not-found -k deploy/
 
 ## unit-test: tests that need no control plane
-unit-test: plugins
+unit-test: examples
+	python3 -m unittest discover -s sdk-python/tests
 	$(CARGO) test -p trellis -p trellis-sdk
 
 ## run-check: `make run` as CI runs it: non-interactive, on a local control
@@ -75,7 +103,8 @@ run-check:
 	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 TRELLIS_WEBHOOK_PORT=19443 $(MAKE) run
 
 ## test: the whole suite, against a real control plane, and the main command
-test: plugins envtest promtool
+test: plugins examples envtest promtool
+	python3 -m unittest discover -s sdk-python/tests
 	$(MAKE) run-check
 	$(CARGO) test --workspace
 
@@ -86,6 +115,12 @@ render: plugins
 ## bench: criterion benchmarks of the runtime (plugin call and compile)
 bench: plugins
 	$(CARGO) bench -p trellis --bench runtime
+
+## bench-languages: the Website example in Rust, Python and TypeScript: module
+## size, compile cold and cached, start to serving, per-call p50/p90
+## (target/languages-bench.json)
+bench-languages: examples
+	$(CARGO) bench -p trellis --bench languages
 
 ## bench-admission: what the plugins' webhooks add to a request: client p50/p99
 ## of server-side dry-run creates without and with them, and the host-side time

@@ -20,6 +20,10 @@ pub enum Command {
     /// Run a plugin offline on YAML files and print the desired children and
     /// status as a YAML stream.
     Render(RenderArgs),
+    /// Run a folder of scenarios through a plugin: each gives a parent,
+    /// observed children and related objects, and the children, status,
+    /// events or error expected; a failure names every field that differs.
+    Test(TestArgs),
     /// Run the operator host against the cluster of KUBECONFIG (or the pod's).
     Run(RunArgs),
     /// Print the CRDs of ClusterReconcilerPlugin and ReconcilerPlugin (the
@@ -276,8 +280,68 @@ pub struct RenderArgs {
     /// The stored object, for `--admission update`.
     #[arg(long, requires = "admission")]
     pub old: Option<PathBuf>,
+    /// Where compiled modules are kept, shared with `trellis run`, so a
+    /// render of an unchanged module does not compile it again (default:
+    /// ~/.cache/trellis/modules; `none` disables).
+    #[arg(long, env = "TRELLIS_MODULE_CACHE")]
+    pub module_cache: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Arguments of `trellis test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The folder of scenarios (its `*.yaml` files).
+    pub dir: PathBuf,
+    /// The plugin module (`.wasm`).
+    #[arg(long)]
+    pub plugin: PathBuf,
+    /// Where compiled modules are kept (as for `render`).
+    #[arg(long, env = "TRELLIS_MODULE_CACHE")]
+    pub module_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Why `trellis test` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFailure {
+    #[error(transparent)]
+    Scenarios(#[from] crate::scenario::ScenarioError),
+    #[error("{failed} of {total} scenarios failed")]
+    Failed { failed: usize, total: usize },
+}
+
+/// Runs `trellis test`: one line per scenario, the differences of each
+/// failing one below it, then a summary.
+pub fn run_test(args: TestArgs) -> Result<(), TestFailure> {
+    let outcomes = crate::scenario::run_dir(
+        &args.plugin,
+        &args.dir,
+        args.limits.into(),
+        module_cache_dir(args.module_cache),
+    )?;
+    let failed = outcomes.iter().filter(|o| !o.passed()).count();
+    for outcome in &outcomes {
+        let verdict = if outcome.passed() { "ok  " } else { "FAIL" };
+        println!("{verdict} {} ({})", outcome.title, outcome.path.display());
+        for mismatch in &outcome.mismatches {
+            println!("       {mismatch}");
+        }
+    }
+    println!(
+        "{} scenarios: {} passed, {failed} failed",
+        outcomes.len(),
+        outcomes.len() - failed
+    );
+    match failed {
+        0 => Ok(()),
+        failed => Err(TestFailure::Failed {
+            failed,
+            total: outcomes.len(),
+        }),
+    }
 }
 
 /// An operation `trellis render --admission` answers for.
@@ -326,6 +390,7 @@ pub fn run_render(args: RenderArgs) -> Result<(), crate::render::RenderError> {
             AdmissionOperation::Update => crate::runtime::Operation::Update,
         }),
         old: args.old,
+        module_cache_dir: module_cache_dir(args.module_cache),
     };
     print!("{}", render(&input)?);
     Ok(())

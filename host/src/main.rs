@@ -2,25 +2,21 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_pack, run_render};
+use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_pack, run_render, run_test};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        |default: &str| tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| default.into());
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Render(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter("warn"))
-                .with_writer(std::io::stderr)
-                .init();
+            offline_logs();
             run_render(args).map_err(Into::into)
         }
+        Command::Test(args) => {
+            offline_logs();
+            run_test(args).map_err(Into::into)
+        }
         Command::Plugin(PluginCommand::Pack(args)) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter("warn"))
-                .with_writer(std::io::stderr)
-                .init();
+            offline_logs();
             run_pack(args).map_err(Into::into)
         }
         Command::Crd { kind } => {
@@ -36,7 +32,7 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             tracing_subscriber::fmt()
                 .json()
-                .with_env_filter(filter("info"))
+                .with_env_filter(log_filter("info"))
                 .with_writer(std::io::stderr)
                 .init();
             trellis::run::RunOptions::try_from(args)
@@ -55,4 +51,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `TRELLIS_LOG`, or `default`.
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| default.into())
+}
+
+/// Warnings as text on stderr, for the commands that print their result
+/// on stdout.
+fn offline_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter("warn"))
+        .with_writer(std::io::stderr)
+        .init();
 }

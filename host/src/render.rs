@@ -61,6 +61,8 @@ pub struct RenderInput {
     pub admission: Option<Operation>,
     /// The stored object, for `--admission update`.
     pub old: Option<PathBuf>,
+    /// wasmtime's compiled-module cache (`None`: compile every time).
+    pub module_cache_dir: Option<PathBuf>,
 }
 
 /// Runs the plugin once and returns the YAML stream to print: the desired
@@ -101,18 +103,12 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     })?;
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: 4,
+        module_cache_dir: input.module_cache_dir.clone(),
         ..RuntimeConfig::default()
     })?;
     let plugin = runtime.load(&input.plugin.display().to_string(), &bytes, input.limits)?;
 
-    let found = KindRef::of(&parent).unwrap_or_else(|| KindRef::new("", ""));
-    if found != plugin.info().parent {
-        return Err(RenderError::WrongParentKind {
-            plugin: plugin.info().name.clone(),
-            expected: plugin.info().parent.clone(),
-            found,
-        });
-    }
+    check_parent_kind(&plugin, &parent)?;
     if let Some(operation) = input.admission {
         let old = match (&input.old, operation) {
             (Some(path), _) => read_objects(path)?.into_iter().next(),
@@ -122,8 +118,68 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
         let related = related.iter().map(|r| Arc::from(r.to_string())).collect();
         return render_admission(&plugin, operation, parent, old, related, config);
     }
+    Ok(reconcile_offline(&plugin, &parent, &children, &related, config)?.to_yaml()?)
+}
+
+/// Refuses a parent of another kind than the plugin reconciles.
+pub fn check_parent_kind(plugin: &Plugin, parent: &Value) -> Result<(), RenderError> {
+    let found = KindRef::of(parent).unwrap_or_else(|| KindRef::new("", ""));
+    if found != plugin.info().parent {
+        return Err(RenderError::WrongParentKind {
+            plugin: plugin.info().name.clone(),
+            expected: plugin.info().parent.clone(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// What one reconcile would have the host do, as `render` prints it and
+/// `trellis test` compares it.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The desired children, in the plugin's order.
+    pub children: Vec<Value>,
+    /// The parent's kind, name and namespace with the status the host
+    /// would write.
+    pub parent: Value,
+    /// Labels and annotations it would keep on objects it does not own.
+    pub decorations: Vec<Decoration>,
+    /// Events it would record on the parent.
+    pub events: Vec<crate::runtime::Event>,
+}
+
+impl Rendered {
+    /// The YAML stream `trellis render` prints: the children, then the
+    /// parent with its status, then decorations and events as comments.
+    pub fn to_yaml(&self) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for object in self.children.iter().chain(std::iter::once(&self.parent)) {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(object).map_err(RenderError::Print)?);
+        }
+        for decoration in &self.decorations {
+            out.push_str(&decoration_line(decoration));
+        }
+        for event in &self.events {
+            let kind = if event.warning { "Warning" } else { "Normal" };
+            out.push_str(&format!("# event {kind} {}: {}\n", event.reason, event.message));
+        }
+        Ok(out)
+    }
+}
+
+/// Reconciles `parent` once through `plugin`, with `children` observed and
+/// `related` objects picked as the host would pick them from its caches.
+pub fn reconcile_offline(
+    plugin: &Plugin,
+    parent: &Value,
+    children: &[Value],
+    related: &[Value],
+    config: Option<Value>,
+) -> Result<Rendered, RuntimeError> {
     let namespace = parent["metadata"]["namespace"].as_str().map(str::to_owned);
-    let given = GivenRelated::new(&related, namespace.as_deref());
+    let given = GivenRelated::new(related, namespace.as_deref());
     let request = ReconcileRequest {
         parent: Arc::from(parent.to_string()),
         children: children.iter().map(|c| Arc::from(c.to_string())).collect(),
@@ -136,37 +192,22 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
     };
     let desired = plugin.reconcile(&request)?;
 
-    let status = status::desired_status(&parent, &desired, &status::now());
+    let status = status::desired_status(parent, &desired, &status::now());
     let mut parent_metadata = json!({ "name": parent["metadata"]["name"] });
     if let Some(ns) = parent["metadata"]["namespace"].as_str() {
         parent_metadata["namespace"] = json!(ns);
     }
-    let parent_out = json!({
-        "apiVersion": parent["apiVersion"],
-        "kind": parent["kind"],
-        "metadata": parent_metadata,
-        "status": status,
-    });
-    let mut out = String::new();
-    for object in desired
-        .children
-        .iter()
-        .map(|c| &c.body)
-        .chain(std::iter::once(&parent_out))
-    {
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(object).map_err(RenderError::Print)?);
-    }
-    // Decorations the host would apply to objects it does not own, and
-    // events it would record on the parent, as comments.
-    for decoration in &desired.decorations {
-        out.push_str(&decoration_line(decoration));
-    }
-    for event in &desired.events {
-        let kind = if event.warning { "Warning" } else { "Normal" };
-        out.push_str(&format!("# event {kind} {}: {}\n", event.reason, event.message));
-    }
-    Ok(out)
+    Ok(Rendered {
+        children: desired.children.iter().map(|c| c.body.clone()).collect(),
+        parent: json!({
+            "apiVersion": parent["apiVersion"],
+            "kind": parent["kind"],
+            "metadata": parent_metadata,
+            "status": status,
+        }),
+        decorations: desired.decorations,
+        events: desired.events,
+    })
 }
 
 /// One decoration as a comment line: its target, then the labels and

@@ -1,4 +1,4 @@
-//! One reconcile of one parent, as in DESIGN.md "Data flow": read the
+//! One reconcile of one parent, as in docs/architecture.md "Data flow": read the
 //! parent, its children and related objects; call the plugin; check the
 //! response; apply, prune, write status and events; requeue as asked.
 

@@ -32,6 +32,10 @@ pub enum RuntimeError {
     /// compiles included).
     #[error("module {module} did not compile within {deadline:?}")]
     CompileTimeout { module: String, deadline: Duration },
+    /// The component imports what the host does not link, or lacks
+    /// exports of the world: found before compiling, every cause named.
+    #[error("module {module} does not fit the host: {misfit}")]
+    DoesNotFit { module: String, misfit: super::fit::Misfit },
     /// The component does not implement the world this host links.
     #[error("module {module} implements neither trellis:reconciler@0.2.0 nor @0.1.0: {reason}")]
     Incompatible { module: String, reason: String },
@@ -115,7 +119,7 @@ impl RuntimeError {
             Self::Compile { .. } => "CompileFailed",
             Self::ModuleTooLarge { .. } => "ModuleTooLarge",
             Self::CompileTimeout { .. } => "CompileTimeout",
-            Self::Incompatible { .. } => "IncompatibleModule",
+            Self::Incompatible { .. } | Self::DoesNotFit { .. } => "IncompatibleModule",
             Self::InvalidInfo { .. } => "InvalidInfo",
             Self::Instantiate { .. } => "InstantiateFailed",
             Self::Timeout { .. } => "PluginTimeout",

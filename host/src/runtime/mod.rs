@@ -12,6 +12,7 @@ mod bindings;
 mod contract;
 mod decoration;
 mod error;
+mod fit;
 mod plugin;
 mod related;
 mod sandbox;
@@ -27,6 +28,7 @@ pub use contract::{
 };
 pub use decoration::{Decoration, DecorationTarget, MAX_DECORATIONS, is_qualified_name};
 pub use error::{PluginFailure, RuntimeError};
+pub use fit::Misfit;
 pub use plugin::{Plugin, digest};
 pub use related::{Candidate, RelatedAnswer, RelatedScope, RelatedSelector, SelectionError, namespace_kind};
 pub use validate::{is_dns_label, is_dns_subdomain};
@@ -225,6 +227,11 @@ impl Runtime {
     /// errors (a file or ConfigMap). Blocking.
     pub fn compile(&self, module: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
         check_module_size(module, bytes.len() as u64)?;
+        // Binary modules are inspected first (WAT text, which wasmtime also
+        // takes, is left to the linker's check).
+        if bytes.starts_with(b"\0asm") {
+            fit::check(module, bytes)?;
+        }
         // A compile that panicked leaves nothing behind to protect.
         let _turn = self
             .inner

@@ -303,8 +303,21 @@ fn bytes_that_are_not_a_component_do_not_compile() {
 }
 
 #[test]
-fn a_component_of_another_world_is_incompatible() {
-    // A valid component that exports nothing: it cannot be a reconciler.
+fn a_component_of_another_world_does_not_fit() {
+    // A valid component that exports nothing: it cannot be a reconciler,
+    // and it is refused before it is compiled, naming what it lacks.
+    let bytes = wat::parse_str("(component)").unwrap();
+    let err = runtime().load("empty.wasm", &bytes, Limits::default()).unwrap_err();
+    assert!(matches!(err, RuntimeError::DoesNotFit { .. }), "{err}");
+    assert!(
+        err.to_string().contains("does not export info, related, reconcile"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_component_of_another_world_in_text_is_incompatible() {
+    // WAT text is not inspected before compiling; linking refuses it.
     let err = runtime()
         .load("empty.wasm", b"(component)", Limits::default())
         .unwrap_err();

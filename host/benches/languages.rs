@@ -4,7 +4,8 @@
 //! compile served from the on-disk module cache, a cold host start to
 //! serving with the module in that cache (compile from the cache, link, the
 //! `info` call), and the time of one reconcile call (fresh instance, call,
-//! response checks; median and p90 of many). Prints a table and writes
+//! response checks; median and p90 of many), and of a call the plugin
+//! refuses at its first check (the fixed cost of a call). Prints a table and writes
 //! `target/languages-bench.json`. Run with `make bench-languages`.
 
 use serde_json::json;
@@ -29,18 +30,23 @@ fn modules() -> Vec<(&'static str, PathBuf)> {
 
 /// The sample Website with its Deployment observed ready.
 fn request() -> ReconcileRequest {
+    request_for("sample.yaml", Some("observed-ready.yaml"))
+}
+
+/// `parent` (a file of examples/website) with `observed` children.
+fn request_for(parent: &str, observed: Option<&str>) -> ReconcileRequest {
     let read = |name: &str| -> serde_json::Value {
         let path = repo().join("examples/website").join(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_yaml::from_str(&text).expect("YAML")
     };
-    let mut parent = read("sample.yaml");
+    let mut parent = read(parent);
     parent["metadata"]["namespace"] = json!("default");
     parent["metadata"]["uid"] = json!("3f2a8c7e-0000-4000-8000-000000000003");
     parent["metadata"]["generation"] = json!(1);
     ReconcileRequest {
         parent: parent.to_string().into(),
-        children: vec![read("observed-ready.yaml").to_string().into()],
+        children: observed.map(|o| read(o).to_string().into()).into_iter().collect(),
         ..ReconcileRequest::default()
     }
 }
@@ -57,10 +63,13 @@ fn main() {
         ..Limits::default()
     };
     let request = request();
+    // Refused at the first check: the fixed cost of a call (a fresh
+    // instance, crossing in and out) with next to no plugin work.
+    let refused = request_for("missing-host.yaml", None);
     let mut rows = Vec::new();
     println!(
-        "{:<11} {:>9} {:>11} {:>11} {:>11} {:>10} {:>10}",
-        "language", "size MiB", "cold ms", "cached ms", "start ms", "call p50", "call p90"
+        "{:<11} {:>9} {:>11} {:>11} {:>11} {:>10} {:>10} {:>12}",
+        "language", "size MiB", "cold ms", "cached ms", "start ms", "call p50", "call p90", "refusal p50"
     );
     for (language, path) in modules() {
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make examples`)", path.display()));
@@ -93,14 +102,24 @@ fn main() {
             .collect();
         calls.sort();
         let (p50, p90) = (calls[CALLS / 2], calls[CALLS * 9 / 10]);
+        let mut refusals: Vec<Duration> = (0..CALLS)
+            .map(|_| {
+                let started = Instant::now();
+                plugin.reconcile(&refused).expect_err("a refusal");
+                started.elapsed()
+            })
+            .collect();
+        refusals.sort();
+        let refusal_p50 = refusals[CALLS / 2];
         let size_mib = bytes.len() as f64 / (1 << 20) as f64;
         println!(
-            "{language:<11} {size_mib:>9.1} {:>11.0} {:>11.1} {:>11.1} {:>10.3} {:>10.3}",
+            "{language:<11} {size_mib:>9.1} {:>11.0} {:>11.1} {:>11.1} {:>10.3} {:>10.3} {:>12.3}",
             ms(cold),
             ms(cached),
             ms(start),
             ms(p50),
-            ms(p90)
+            ms(p90),
+            ms(refusal_p50)
         );
         rows.push(json!({
             "language": language,
@@ -110,6 +129,7 @@ fn main() {
             "start_to_serving_cached_ms": ms(start),
             "call_p50_ms": ms(p50),
             "call_p90_ms": ms(p90),
+            "refusal_p50_ms": ms(refusal_p50),
             "calls": CALLS,
         }));
     }

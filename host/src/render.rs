@@ -118,7 +118,7 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
         let related = related.iter().map(|r| Arc::from(r.to_string())).collect();
         return render_admission(&plugin, operation, parent, old, related, config);
     }
-    Ok(reconcile_offline(&plugin, &parent, &children, &related, config)?.to_yaml()?)
+    reconcile_offline(&plugin, &parent, &children, &related, config)?.to_yaml()
 }
 
 /// Refuses a parent of another kind than the plugin reconciles.

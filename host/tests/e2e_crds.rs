@@ -218,3 +218,39 @@ async fn prometheus() {
     let replicas = "spec.replicas in body should be greater than or equal to 0";
     refuses(&api, &set(&prometheus, "/spec/replicas", json!(-1)), replicas).await;
 }
+
+/// The Website example's CRD, generated from its Python plugin's
+/// dataclasses (`trellis-py crd`), on the real API server: the sample is
+/// kept, the fields' defaults are filled in, and the bounds are enforced.
+#[tokio::test]
+async fn website_generated_from_the_plugins_types() {
+    let ns = TestNamespace::create("crd-website").await;
+    install_crd(
+        &ns.client(),
+        &crd_from_yaml(include_str!("../../examples/website/crd.yaml")),
+    )
+    .await;
+    let sample: Value = serde_yaml::from_str(include_str!("../../examples/website/sample.yaml")).unwrap();
+    let api = dynamic_api(&ns, "samples.trellis.dev", "v1alpha1", "Website");
+    let sent: DynamicObject = serde_json::from_value(sample.clone()).unwrap();
+    let created = api
+        .create(&PostParams::default(), &sent)
+        .await
+        .expect("the sample is accepted");
+    assert_eq!(
+        created.data["spec"],
+        json!({"image": "nginx:1.27", "host": "docs.example.com", "replicas": 2, "port": 8080, "path": "/"}),
+        "the sample, with the defaults of the fields it leaves out"
+    );
+    api.delete("docs", &DeleteParams::default()).await.expect("deletes");
+
+    let at_most = "spec.replicas in body should be less than or equal to 20";
+    refuses(&api, &set(&sample, "/spec/replicas", json!(50)), at_most).await;
+    refuses(&api, &without(&sample, "/spec/host"), "spec.host: Required value").await;
+    refuses(
+        &api,
+        &set(&sample, "/spec/path", json!("docs")),
+        "spec.path in body should match '^/'",
+    )
+    .await;
+}

@@ -10,7 +10,7 @@
 mod render_support;
 
 use render_support::{assert_golden, one_line_error, render, repo};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// The example's module in each language.
@@ -35,7 +35,7 @@ fn example(name: &str) -> String {
     repo().join("examples/website").join(name).display().to_string()
 }
 
-fn render_with(module: &PathBuf, parent: &str, observed: Option<&str>) -> Output {
+fn render_with(module: &Path, parent: &str, observed: Option<&str>) -> Output {
     let (module, parent) = (module.display().to_string(), example(parent));
     let observed = observed.map(example);
     let mut args = vec!["--plugin", &module, "--parent", &parent];
@@ -88,7 +88,7 @@ fn bad_specs_are_refused_with_the_same_message_in_every_language() {
     }
 }
 
-fn trellis_test(module: &PathBuf, dir: &std::path::Path) -> Output {
+fn trellis_test(module: &Path, dir: &Path) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args([
             "test",

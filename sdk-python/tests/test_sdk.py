@@ -79,3 +79,72 @@ class WebsiteTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SchemaTest(unittest.TestCase):
+    def test_a_dataclass_gives_the_crd_schema(self):
+        from dataclasses import dataclass, field
+        from typing import Optional
+
+        from trellis_sdk.schema import crd, openapi_schema
+
+        @dataclass
+        class Port:
+            """A port of the site."""
+
+            number: int
+
+        @dataclass
+        class Spec:
+            image: str
+            node_port: Optional[int] = None
+            replicas: int = field(default=1, metadata={"minimum": 0, "maximum": 20})
+            ports: list[Port] = field(default_factory=list)
+            labels: dict[str, str] = field(default_factory=dict)
+
+        schema = openapi_schema(Spec)
+        self.assertEqual(schema["required"], ["image"])
+        self.assertEqual(schema["properties"]["nodePort"], {"type": "integer"})
+        self.assertEqual(
+            schema["properties"]["replicas"], {"type": "integer", "minimum": 0, "maximum": 20, "default": 1}
+        )
+        self.assertEqual(schema["properties"]["ports"]["items"]["description"], "A port of the site.")
+        self.assertEqual(schema["properties"]["labels"]["additionalProperties"], {"type": "string"})
+        doc = crd(PluginInfo("site", "example.com/v1", "Site"), Spec)
+        self.assertEqual(doc["metadata"]["name"], "sites.example.com")
+        version = doc["spec"]["versions"][0]
+        self.assertEqual(version["name"], "v1")
+        self.assertEqual(version["schema"]["openAPIV3Schema"]["properties"]["spec"], schema)
+
+    def test_a_type_without_a_schema_is_refused(self):
+        from trellis_sdk.schema import SchemaError, openapi_schema
+
+        with self.assertRaises(SchemaError):
+            openapi_schema(set[int])
+
+    def test_the_yaml_reads_back(self):
+        import json
+
+        from trellis_sdk.schema import to_yaml
+
+        value = {"a": [{"b": 1, "c": ["x", "y: z"]}, {"d": {}}], "e": True, "f": None, "g": []}
+        text = to_yaml(value)
+        try:
+            import yaml  # noqa: F401
+        except ImportError:
+            self.assertIn('- b: 1\n    c:\n    - "x"\n    - "y: z"\n', text)
+            return
+        self.assertEqual(yaml.safe_load(text), json.loads(json.dumps(value)))
+
+
+class ExampleCrdTest(unittest.TestCase):
+    def test_the_website_crd_is_generated_from_the_plugins_types(self):
+        from trellis_sdk.build import crd_yaml
+
+        committed = (ROOT / "examples/website/crd.yaml").read_text()
+        generated = crd_yaml("website:Website", [ROOT / "examples/website/python"])
+        self.assertEqual(
+            committed,
+            generated,
+            "examples/website/crd.yaml is stale: cd examples/website/python && trellis-py crd website:Website > ../crd.yaml",
+        )

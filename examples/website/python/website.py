@@ -5,9 +5,32 @@ The same plugin is written in Rust (../rust) and TypeScript (../typescript);
 all three render identically (host/tests/render_examples.rs).
 """
 
+from dataclasses import dataclass, field
+
 from trellis_sdk import Condition, InvalidSpec, PluginInfo, Reconciler, Request, Response
 
 MAX_REPLICAS = 20
+
+
+@dataclass
+class WebsiteSpec:
+    """A web site served by replicas of an image behind an Ingress."""
+
+    image: str = field(metadata={"description": "The image serving the site."})
+    host: str = field(metadata={"description": "The host name the Ingress routes to the site."})
+    replicas: int = field(default=1, metadata={"minimum": 0, "maximum": MAX_REPLICAS})
+    port: int = field(default=8080, metadata={"minimum": 1, "maximum": 65535, "description": "The container's port."})
+    path: str = field(default="/", metadata={"pattern": "^/", "description": "The path prefix of the site."})
+
+
+@dataclass
+class WebsiteStatus:
+    """What the host last saw of the site."""
+
+    url: str = ""
+    replicas: int = 0
+    ready_replicas: int = 0
+    conditions: list[dict] = field(default_factory=list)
 
 
 def _int(spec: dict, key: str, default: int, low: int, high: int) -> int:
@@ -25,6 +48,10 @@ def _text(spec: dict, key: str) -> str:
 
 
 class Website(Reconciler):
+    # The CRD (../crd.yaml) is generated from these: `trellis-py crd website:Website`.
+    spec_type = WebsiteSpec
+    status_type = WebsiteStatus
+
     def info(self) -> PluginInfo:
         return (
             PluginInfo("website", "samples.trellis.dev/v1alpha1", "Website")

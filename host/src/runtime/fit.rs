@@ -92,7 +92,7 @@ fn misfit(bytes: &[u8]) -> Result<Option<Misfit>, String> {
     // A module is judged against 0.1.0 only if it has all of 0.1.0's
     // exports and none of those 0.2.0 added.
     let newer_only = ["related", "default", "default-related"];
-    let missing_exports = if missing(EXPORTS_0_1).is_empty() && !newer_only.iter().any(|n| has(n)) {
+    let missing_exports = if missing(EXPORTS_0_1).is_empty() && !newer_only.iter().any(has) {
         Vec::new()
     } else {
         missing(EXPORTS_0_2)
@@ -112,10 +112,11 @@ fn top_level_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| e.to_string())?;
         match payload {
-            Payload::Version { encoding, .. } if depth == 0 => {
-                if encoding == Encoding::Module {
-                    return Err("it is a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)".into());
-                }
+            Payload::Version {
+                encoding: Encoding::Module,
+                ..
+            } if depth == 0 => {
+                return Err("it is a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)".into());
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),

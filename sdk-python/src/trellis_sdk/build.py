@@ -81,6 +81,24 @@ def build(target: str, output: Path, paths: list[Path]) -> None:
             raise BuildError(f"componentize-py failed (exit {done.returncode}) building {target}")
 
 
+def crd_yaml(target: str, paths: list[Path]) -> str:
+    """The CRD of ``target``'s kind as YAML: its ``info()`` names the kind,
+    its ``spec_type`` and ``status_type`` dataclasses give the schema."""
+    import importlib
+
+    from .schema import crd, to_yaml
+
+    module, class_name = parse_target(target)
+    sys.path[:0] = [str(p.resolve()) for p in paths]
+    plugin = getattr(importlib.import_module(module), class_name, None)
+    if plugin is None:
+        raise BuildError(f"{module} has no class {class_name}")
+    spec_type = getattr(plugin, "spec_type", None)
+    if spec_type is None:
+        raise BuildError(f"{target} names no spec_type (the dataclass of its spec)")
+    return to_yaml(crd(plugin().info(), spec_type, getattr(plugin, "status_type", None)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trellis-py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,9 +109,21 @@ def main(argv: list[str] | None = None) -> int:
         "-p", "--path", type=Path, action="append", default=[], help="folder holding MODULE (default: .)"
     )
     sub.add_parser("wit", help="print the folder of the WIT this SDK builds against")
+    c = sub.add_parser("crd", help="print the CRD of a plugin's kind, from its spec_type and status_type")
+    c.add_argument("target", help="MODULE:CLASS, the Reconciler")
+    c.add_argument(
+        "-p", "--path", type=Path, action="append", default=[], help="folder holding MODULE (default: .)"
+    )
     args = parser.parse_args(argv)
     if args.command == "wit":
         print(WIT_DIR)
+        return 0
+    if args.command == "crd":
+        try:
+            print(crd_yaml(args.target, args.path or [Path(".")]), end="")
+        except (BuildError, TypeError) as e:
+            print(f"trellis-py: {e}", file=sys.stderr)
+            return 1
         return 0
     try:
         build(args.target, args.output, args.path or [Path(".")])

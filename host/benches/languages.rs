@@ -51,6 +51,19 @@ fn request_for(parent: &str, observed: Option<&str>) -> ReconcileRequest {
     }
 }
 
+/// [`CALLS`] runs of `call`, each timed, fastest first.
+fn timed(mut call: impl FnMut()) -> Vec<Duration> {
+    let mut times: Vec<Duration> = (0..CALLS)
+        .map(|_| {
+            let started = Instant::now();
+            call();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
@@ -93,24 +106,13 @@ fn main() {
         let plugin = runtime(true).load(language, &bytes, limits).expect("load");
         let start = started.elapsed();
 
-        let mut calls: Vec<Duration> = (0..CALLS)
-            .map(|_| {
-                let started = Instant::now();
-                plugin.reconcile(&request).expect("reconcile");
-                started.elapsed()
-            })
-            .collect();
-        calls.sort();
+        let calls = timed(|| {
+            plugin.reconcile(&request).expect("reconcile");
+        });
         let (p50, p90) = (calls[CALLS / 2], calls[CALLS * 9 / 10]);
-        let mut refusals: Vec<Duration> = (0..CALLS)
-            .map(|_| {
-                let started = Instant::now();
-                plugin.reconcile(&refused).expect_err("a refusal");
-                started.elapsed()
-            })
-            .collect();
-        refusals.sort();
-        let refusal_p50 = refusals[CALLS / 2];
+        let refusal_p50 = timed(|| {
+            plugin.reconcile(&refused).expect_err("a refusal");
+        })[CALLS / 2];
         let size_mib = bytes.len() as f64 / (1 << 20) as f64;
         println!(
             "{language:<11} {size_mib:>9.1} {:>11.0} {:>11.1} {:>11.1} {:>10.3} {:>10.3} {:>12.3}",

@@ -24,6 +24,10 @@ pub enum Command {
     /// observed children and related objects, and the children, status,
     /// events or error expected; a failure names every field that differs.
     Test(TestArgs),
+    /// Scaffold a plugin project: its source with a typed spec and status,
+    /// the CRD, a sample, scenarios and a Makefile (build, test, render,
+    /// install, deploy, run).
+    Init(InitArgs),
     /// Run the operator host against the cluster of KUBECONFIG (or the pod's).
     Run(RunArgs),
     /// Print the CRDs of ClusterReconcilerPlugin and ReconcilerPlugin (the
@@ -287,6 +291,54 @@ pub struct RenderArgs {
     pub module_cache: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Arguments of `trellis init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The plugin's language.
+    #[arg(long, value_enum)]
+    pub lang: crate::scaffold::Language,
+    /// The API group of the kind (e.g. example.com).
+    #[arg(long)]
+    pub group: String,
+    /// The API version of the kind (e.g. v1alpha1).
+    #[arg(long = "version")]
+    pub api_version: String,
+    /// The kind (e.g. Website).
+    #[arg(long)]
+    pub kind: String,
+    /// The folder to create (default: the plugin's name, the kind in kebab case).
+    pub dir: Option<PathBuf>,
+    /// The Trellis checkout whose SDKs the project uses (default: the one
+    /// this binary was built from).
+    #[arg(long, env = "TRELLIS_SDK_ROOT")]
+    pub sdk_root: Option<PathBuf>,
+}
+
+/// Runs `trellis init`: writes the project and says what to type next.
+pub fn run_init(args: InitArgs) -> Result<(), crate::scaffold::ScaffoldError> {
+    use crate::scaffold::{Project, check_sdk_root, plan, plugin_name, write};
+    let sdk_root = args
+        .sdk_root
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
+    let sdk_root = sdk_root.canonicalize().unwrap_or(sdk_root);
+    check_sdk_root(&sdk_root, args.lang)?;
+    let project = Project {
+        language: args.lang,
+        group: args.group,
+        version: args.api_version,
+        kind: args.kind,
+        sdk_root,
+    };
+    let files = plan(&project)?;
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(plugin_name(&project.kind)));
+    write(&dir, &files)?;
+    for file in &files {
+        println!("wrote {}", dir.join(file.path).display());
+    }
+    println!("next: cd {} && make test", dir.display());
+    Ok(())
 }
 
 /// Arguments of `trellis test`.

@@ -25,6 +25,7 @@ pub mod registry;
 pub mod render;
 pub mod run;
 pub mod runtime;
+pub mod scaffold;
 pub mod scenario;
 pub mod server;
 pub mod status;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_pack, run_render, run_test};
+use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_init, run_pack, run_render, run_test};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,6 +11,7 @@ fn main() -> ExitCode {
             offline_logs();
             run_render(args).map_err(Into::into)
         }
+        Command::Init(args) => run_init(args).map_err(Into::into),
         Command::Test(args) => {
             offline_logs();
             run_test(args).map_err(Into::into)

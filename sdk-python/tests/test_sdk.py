@@ -148,3 +148,31 @@ class ExampleCrdTest(unittest.TestCase):
             generated,
             "examples/website/crd.yaml is stale: cd examples/website/python && trellis-py crd website:Website > ../crd.yaml",
         )
+
+
+class LoadTest(unittest.TestCase):
+    def test_a_spec_loads_into_its_dataclass_and_back(self):
+        from dataclasses import dataclass, field
+        from typing import Optional
+
+        from trellis_sdk.schema import dump, load
+
+        @dataclass
+        class Spec:
+            image: str
+            node_port: Optional[int] = None
+            replicas: int = 1
+            tags: list[str] = field(default_factory=list)
+
+        spec = load(Spec, {"image": "nginx", "nodePort": 30080, "tags": ["a"]})
+        self.assertEqual(spec, Spec(image="nginx", node_port=30080, replicas=1, tags=["a"]))
+        self.assertEqual(dump(spec), {"image": "nginx", "nodePort": 30080, "replicas": 1, "tags": ["a"]})
+        for bad, message in [
+            ({}, "spec.image is required"),
+            ({"image": 3}, "spec.image must be a string"),
+            ({"image": "x", "replicas": True}, "spec.replicas must be an integer"),
+            ({"image": "x", "tags": ["a", 1]}, "spec.tags[1] must be a string"),
+        ]:
+            with self.assertRaises(InvalidSpec) as caught:
+                load(Spec, bad)
+            self.assertEqual(str(caught.exception), message)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .schema import load
+
 
 def child_meta(name: str, namespace: str = "", labels: dict | None = None) -> dict:
     """Metadata for a child called ``name`` in ``namespace`` (left out when
@@ -62,6 +64,12 @@ class Request:
     def spec(self) -> dict:
         """The parent's spec (an empty dict when it has none)."""
         return self.parent.get("spec") or {}
+
+    def spec_as(self, spec_type: type):
+        """The parent's spec as an instance of the dataclass ``spec_type``
+        (see :func:`trellis_sdk.schema.load`): a field of the wrong type or
+        a missing required one raises ``InvalidSpec`` naming it."""
+        return load(spec_type, self.spec)
 
     def child_meta(self, name: str, labels: dict | None = None) -> dict:
         """Metadata for a child called ``name`` in the parent's namespace."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .schema import dump
+
 CREATE_ONLY = "trellis.dev/create-only"
 """Annotation the host reads on a desired child: create it if missing, never
 update it (see :meth:`Response.child_once`)."""
@@ -86,9 +88,10 @@ class Response:
         meta.setdefault("annotations", {})[CREATE_ONLY] = "true"
         return self.child(obj)
 
-    def status(self, status: dict) -> "Response":
-        """Sets the parent's status (without ``conditions``)."""
-        self.status_value = status
+    def status(self, status) -> "Response":
+        """Sets the parent's status (without ``conditions``): a dict, or a
+        dataclass instance (written with camelCase keys)."""
+        self.status_value = dump(status)
         return self
 
     def condition(self, condition: Condition) -> "Response":

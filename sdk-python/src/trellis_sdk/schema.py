@@ -30,6 +30,7 @@ import types
 import typing
 from typing import Any
 
+from .errors import InvalidSpec
 from .info import PluginInfo
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -160,3 +161,71 @@ def to_yaml(value: Any, indent: int = 0) -> str:
             out += f"{pad}- {text.lstrip()}" if isinstance(item, dict) and item else f"{pad}- {text.lstrip()}"
         return out
     return json.dumps(value) + "\n"
+
+
+def load(tp: Any, value: Any, path: str = "spec") -> Any:
+    """``value`` (parsed JSON) as an instance of ``tp``, the same types
+    :func:`openapi_schema` understands; camelCase keys fill snake_case
+    fields, missing fields take their defaults. A value of the wrong type
+    or a missing required field raises :class:`~trellis_sdk.errors.InvalidSpec`
+    naming the field (``spec.replicas must be an integer``)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return load(next(a for a in args if a is not type(None)), value, path)
+    if tp is Any:
+        return value
+    if tp in _SCALARS:
+        ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise InvalidSpec(f"{path} must be {_ARTICLE[tp]}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise InvalidSpec(f"{path} must be a list")
+        item = args[0] if args else Any
+        return [load(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise InvalidSpec(f"{path} must be an object")
+        item = args[1] if len(args) == 2 else Any
+        return {k: load(item, v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InvalidSpec(f"{path} must be an object")
+        hints = typing.get_type_hints(tp)
+        given = {}
+        for f in dataclasses.fields(tp):
+            key = _camel(f.name)
+            if key in value:
+                given[f.name] = load(hints[f.name], value[key], f"{path}.{key}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType):
+                    given[f.name] = None
+                else:
+                    raise InvalidSpec(f"{path}.{key} is required")
+        return tp(**given)
+    raise SchemaError(f"{tp!r} cannot be loaded")
+
+
+_ARTICLE = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def dump(value: Any) -> Any:
+    """A dataclass instance (or a value holding some) as JSON-ready data
+    with camelCase keys, leaving out fields that are ``None``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            _camel(f.name): dump(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not None
+        }
+    if isinstance(value, list):
+        return [dump(v) for v in value]
+    if isinstance(value, dict):
+        return {k: dump(v) for k, v in value.items()}
+    return value

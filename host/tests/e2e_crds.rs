@@ -254,3 +254,43 @@ async fn website_generated_from_the_plugins_types() {
     )
     .await;
 }
+
+/// The CRD `trellis init` writes for each language (from the Python
+/// dataclasses, from the Rust types by kube's derive; the TypeScript one is
+/// the Python one) on the real API server: the scaffolded sample is kept,
+/// a left-out `replicas` defaults to 1, and the bounds are enforced.
+#[tokio::test]
+async fn scaffolded_crds_in_each_language() {
+    use trellis::scaffold::{Language, Project, plan};
+    for (language, group) in [
+        (Language::Python, "py.scaffold.test"),
+        (Language::Typescript, "ts.scaffold.test"),
+        (Language::Rust, "rs.scaffold.test"),
+    ] {
+        let files = plan(&Project {
+            language,
+            group: group.to_owned(),
+            version: "v1alpha1".to_owned(),
+            kind: "Greeting".to_owned(),
+            sdk_root: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+        })
+        .expect("the project plans");
+        let file = |path: &str| &files.iter().find(|f| f.path == path).expect(path).text;
+        let ns = TestNamespace::create("crd-scaffold").await;
+        install_crd(&ns.client(), &crd_from_yaml(file("crd.yaml"))).await;
+        let api = dynamic_api(&ns, group, "v1alpha1", "Greeting");
+        let sample: Value = serde_yaml::from_str(file("sample.yaml")).unwrap();
+        accepts(&api, &sample).await;
+        let sent: DynamicObject = serde_json::from_value(without(&sample, "/spec/replicas")).unwrap();
+        let created = api.create(&PostParams::default(), &sent).await.expect("accepted");
+        assert_eq!(
+            created.data["spec"],
+            json!({"message": "hello", "replicas": 1}),
+            "{language:?}: replicas defaults to 1"
+        );
+        api.delete("hello", &DeleteParams::default()).await.expect("deletes");
+        let at_most = "spec.replicas in body should be less than or equal to 10";
+        refuses(&api, &set(&sample, "/spec/replicas", json!(11)), at_most).await;
+        refuses(&api, &without(&sample, "/spec/message"), "spec.message: Required value").await;
+    }
+}

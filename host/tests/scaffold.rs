@@ -1,8 +1,8 @@
 //! `trellis init` in each language: the scaffolded project builds and its
 //! scenarios pass with no edit (`make test`, which builds the module with
-//! the language's toolchain and runs `trellis test`); the Python project's
-//! CRD is what `make crd` generates from its dataclasses; a bad name
-//! writes nothing.
+//! the language's toolchain and runs `trellis test`); the Python and Rust
+//! projects' CRD is what `make crd` generates from their types, and their
+//! `make test` catches a stale one; a bad name writes nothing.
 //!
 //! The Python and TypeScript toolchains come from PyPI and npm, the Rust
 //! one from crates.io, as for the examples (`make examples`).
@@ -64,13 +64,15 @@ fn scaffold_builds_and_passes(lang: &str) -> tempfile::TempDir {
     work
 }
 
-#[test]
-fn a_python_project_builds_and_passes_and_its_crd_comes_from_its_types() {
-    let work = scaffold_builds_and_passes("python");
-    let dir = work.path().join("greeting");
+/// The scaffolded crd.yaml is what `make crd` generates from the plugin's
+/// types, and `make test` fails once the two drift apart.
+fn crd_comes_from_the_types(dir: &Path) {
     let scaffolded = std::fs::read_to_string(dir.join("crd.yaml")).unwrap();
-    std::fs::write(dir.join("crd.yaml"), "").unwrap();
-    let output = make(&dir, "crd");
+    std::fs::write(dir.join("crd.yaml"), scaffolded.replace("maximum: 10", "maximum: 12")).unwrap();
+    let output = make(dir, "test");
+    assert!(!output.status.success(), "make test passes with a stale crd.yaml");
+    assert!(text(&output).contains("crd.yaml"), "{}", text(&output));
+    let output = make(dir, "crd");
     assert!(output.status.success(), "make crd: {}", text(&output));
     let generated = std::fs::read_to_string(dir.join("crd.yaml")).unwrap();
     assert_eq!(
@@ -80,13 +82,20 @@ fn a_python_project_builds_and_passes_and_its_crd_comes_from_its_types() {
 }
 
 #[test]
+fn a_python_project_builds_and_passes_and_its_crd_comes_from_its_types() {
+    let work = scaffold_builds_and_passes("python");
+    crd_comes_from_the_types(&work.path().join("greeting"));
+}
+
+#[test]
 fn a_typescript_project_builds_and_passes() {
     scaffold_builds_and_passes("typescript");
 }
 
 #[test]
-fn a_rust_project_builds_and_passes() {
-    scaffold_builds_and_passes("rust");
+fn a_rust_project_builds_and_passes_and_its_crd_comes_from_its_types() {
+    let work = scaffold_builds_and_passes("rust");
+    crd_comes_from_the_types(&work.path().join("greeting"));
 }
 
 #[test]

@@ -31,6 +31,8 @@
 
 mod admission;
 pub mod bindings;
+#[cfg(feature = "crd")]
+pub mod crd;
 mod error;
 mod info;
 pub mod labels;

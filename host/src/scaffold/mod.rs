@@ -64,7 +64,6 @@ const MAKEFILE_TARGETS: &str = include_str!("templates/common/Makefile.targets")
 
 /// Files every project has.
 const COMMON: &[(&str, &str)] = &[
-    template!("crd.yaml", "common/crd.yaml"),
     template!("sample.yaml", "common/sample.yaml"),
     template!("tests/new.yaml", "common/tests/new.yaml"),
     template!("tests/missing-message.yaml", "common/tests/missing-message.yaml"),
@@ -73,12 +72,14 @@ const COMMON: &[(&str, &str)] = &[
 
 const PYTHON: &[(&str, &str)] = &[
     template!("plugin.py", "python/plugin.py"),
+    template!("crd.yaml", "common/crd.yaml"),
     template!("Makefile", "python/Makefile.head"),
     (".gitignore", "build/\n.venv/\n__pycache__/\n"),
 ];
 
 const TYPESCRIPT: &[(&str, &str)] = &[
     template!("plugin.ts", "typescript/plugin.ts"),
+    template!("crd.yaml", "common/crd.yaml"),
     template!("package.json", "typescript/package.json"),
     template!("Makefile", "typescript/Makefile.head"),
     template!(".npmrc", "typescript/npmrc"),
@@ -87,6 +88,7 @@ const TYPESCRIPT: &[(&str, &str)] = &[
 
 const RUST: &[(&str, &str)] = &[
     template!("src/lib.rs", "rust/src/lib.rs"),
+    template!("crd.yaml", "rust/crd.yaml"),
     template!("Cargo.toml", "rust/Cargo.toml"),
     template!("Makefile", "rust/Makefile.head"),
     (".gitignore", "build/\ntarget/\n"),
@@ -134,7 +136,7 @@ pub fn plan(project: &Project) -> Result<Vec<ScaffoldFile>, ScaffoldError> {
         Language::Rust => (
             "Rust",
             "`src/lib.rs`",
-            ", the schema of `src/lib.rs`'s spec: keep the two in step",
+            ", generated from the types of `src/lib.rs` by `make crd`",
             RUST,
         ),
     };

@@ -27,30 +27,73 @@ const NODE_PORTS: std::ops::RangeInclusive<i32> = 30000..=32767;
 const API_VERSION: &str = "app.example.com/v1";
 const KIND: &str = "AppService";
 
-/// An `AppService` (only what the plugin reads).
+/// An `AppService` as the plugin reads it.
 #[derive(Debug, Deserialize)]
-struct AppService {
+struct Parent {
     spec: Spec,
 }
 
-#[derive(Debug, Deserialize)]
+// The CRD, deploy/crds/app.example.com_appservices.yaml, is generated from
+// `Spec` and `AppServiceStatus` by kube's `CustomResource` derive, in tests
+// only: `TRELLIS_WRITE_CRD=1 cargo test -p trellis-plugin-appservice crd`.
+
+/// What an AppService asks for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(
+    test,
+    kube(
+        group = "app.example.com",
+        version = "v1",
+        kind = "AppService",
+        namespaced,
+        status = "AppServiceStatus",
+        doc = "An application: a Deployment of `size` pods of `image`, and a NodePort Service for `ports`",
+        printcolumn = r#"{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}"#,
+        printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".spec.image"}"#,
+        printcolumn = r#"{"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+        crates(k8s_openapi = "trellis_sdk::k8s_openapi", serde_json = "trellis_sdk::serde_json"),
+    )
+)]
 struct Spec {
+    /// How many pods run `image`.
+    #[cfg_attr(test, schemars(range(min = 0, max = 1000)))]
     size: i32,
-    #[serde(default)]
+    /// The container image of each pod.
+    #[cfg_attr(test, schemars(length(min = 1)))]
     image: String,
-    #[serde(default)]
+    /// The ports the Service exposes on every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ports: Vec<Port>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One port of the Service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 struct Port {
+    #[cfg_attr(test, schemars(range(min = 1, max = 65535)))]
     port: i32,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::int_or_string"))]
     target_port: Option<IntOrString>,
+    #[cfg_attr(test, schemars(range(min = 30000, max = 32767)))]
     node_port: Option<i32>,
     name: Option<String>,
+    #[cfg_attr(test, schemars(extend("enum" = ["TCP", "UDP", "SCTP"])))]
     protocol: Option<String>,
+}
+
+/// What the plugin reports: the observed Deployment's replicas.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::status_conditions))]
+struct AppServiceStatus {
+    replicas: i32,
+    ready_replicas: i32,
 }
 
 impl Spec {
@@ -95,7 +138,7 @@ impl Reconciler for AppServicePlugin {
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
-        let parent: AppService = req.parent()?;
+        let parent: Parent = req.parent()?;
         let problems = parent.spec.problems();
         if !problems.is_empty() {
             return Err(Error::invalid_spec(problems.join("; ")));
@@ -112,7 +155,7 @@ impl Reconciler for AppServicePlugin {
         if req.operation() == Operation::Delete {
             return Ok(());
         }
-        let parent: AppService = req.parent()?;
+        let parent: Parent = req.parent()?;
         let mut problems = parent.spec.problems();
         problems.extend(node_port_conflicts(req, &parent.spec));
         if problems.is_empty() { Ok(()) } else { Err(problems) }
@@ -249,7 +292,10 @@ fn status(req: &Request, spec: &Spec, response: Response) -> Response {
     let replicas = observed.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     let is_ready = ready >= spec.size;
     response
-        .status(&json!({"replicas": replicas, "readyReplicas": ready}))
+        .status(&AppServiceStatus {
+            replicas,
+            ready_replicas: ready,
+        })
         .condition(Condition::ready(
             is_ready,
             if is_ready { "ReplicasReady" } else { "ReplicasNotReady" },
@@ -262,6 +308,16 @@ trellis_sdk::export_reconciler!(AppServicePlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crd_is_generated_from_the_types() {
+        use kube::CustomResourceExt;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/crds/app.example.com_appservices.yaml"
+        );
+        trellis_sdk::crd::assert_current(&AppService::crd(), path);
+    }
 
     fn app(namespace: &str, name: &str, node_ports: &[i32]) -> Value {
         let ports: Vec<Value> = node_ports

@@ -100,6 +100,9 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+_CONDITIONS = {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+
+
 def crd(info: PluginInfo, spec_type: type, status_type: type | None = None, plural: str | None = None,
         scope: str = "Namespaced") -> dict:
     """The CRD of the kind ``info`` reconciles, serving one version."""
@@ -109,7 +112,12 @@ def crd(info: PluginInfo, spec_type: type, status_type: type | None = None, plur
     plural = plural or info.kind.lower() + "s"
     properties = {"spec": openapi_schema(spec_type)}
     if status_type is not None:
-        properties["status"] = openapi_schema(status_type, defaults=False)
+        status = openapi_schema(status_type, defaults=False)
+        # The fields the host writes beside the plugin's: kept by the API
+        # server only if the schema names them.
+        status.setdefault("properties", {}).setdefault("conditions", _CONDITIONS)
+        status["properties"].setdefault("observedGeneration", {"type": "integer", "format": "int64"})
+        properties["status"] = status
     else:
         properties["status"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     return {

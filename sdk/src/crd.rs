@@ -1,0 +1,93 @@
+//! CRDs from the plugin's own types (feature `crd`, for tests and build
+//! steps, never in the module).
+//!
+//! A plugin derives kube's `CustomResource` and `schemars::JsonSchema` on its
+//! spec under `cfg(test)`, and checks its committed CRD in a test:
+//!
+//! ```ignore
+//! #[derive(Deserialize, Serialize, Clone, Debug)]
+//! #[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+//! #[cfg_attr(test, kube(group = "example.com", version = "v1", kind = "Hello", namespaced, status = "HelloStatus"))]
+//! pub struct HelloSpec { /* … */ }
+//!
+//! #[derive(Serialize, Deserialize, Clone, Debug)]
+//! #[cfg_attr(test, derive(schemars::JsonSchema))]
+//! #[cfg_attr(test, schemars(transform = trellis_sdk::crd::status_conditions))]
+//! pub struct HelloStatus { /* … */ }
+//!
+//! #[test]
+//! fn crd_yaml_is_generated_from_the_types() {
+//!     use kube::CustomResourceExt;
+//!     trellis_sdk::crd::assert_current(&Hello::crd(), concat!(env!("CARGO_MANIFEST_DIR"), "/crd.yaml"));
+//! }
+//! ```
+//!
+//! `TRELLIS_WRITE_CRD=1 cargo test` writes the file instead of comparing.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::json;
+
+/// The variable that has [`assert_current`] write the CRD.
+pub const WRITE_VARIABLE: &str = "TRELLIS_WRITE_CRD";
+
+/// A schemars transform for a status type: adds the fields the host writes
+/// beside the plugin's, so that the API server keeps them: `conditions`
+/// (from the plugin's [`crate::Condition`]s; each an open object, as the
+/// host owns `lastTransitionTime` and `observedGeneration`) and
+/// `observedGeneration`.
+pub fn status_conditions(schema: &mut schemars::Schema) {
+    let conditions = json!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    });
+    if let Some(properties) = schema
+        .ensure_object()
+        .entry("properties")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+    {
+        properties.insert("conditions".to_owned(), conditions);
+        properties.insert(
+            "observedGeneration".to_owned(),
+            json!({"type": "integer", "format": "int64"}),
+        );
+    }
+}
+
+/// The CRD as YAML, as [`assert_current`] compares and writes it.
+pub fn to_yaml(crd: &impl Serialize) -> String {
+    serde_yaml::to_string(crd).expect("a CRD serialises to YAML")
+}
+
+/// Asserts that the file at `path` holds `crd`, or writes it there when
+/// `TRELLIS_WRITE_CRD` is set. Panics (a failed test) naming the file and
+/// how to regenerate it.
+pub fn assert_current(crd: &impl Serialize, path: impl AsRef<Path>) {
+    let path = path.as_ref();
+    let generated = to_yaml(crd);
+    if std::env::var_os(WRITE_VARIABLE).is_some() {
+        std::fs::write(path, &generated).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        return;
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is not the CRD the types generate; regenerate it with `{WRITE_VARIABLE}=1 cargo test`.\n\
+         --- committed\n{committed}\n--- generated\n{generated}",
+        path.display()
+    );
+}
+
+/// The schema of an `IntOrString` field (`targetPort: 8080` or `http`), for
+/// `#[schemars(schema_with = "trellis_sdk::crd::int_or_string")]`.
+pub fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"x-kubernetes-int-or-string": true})
+}
+
+/// A schemars transform for an object whose fields the API server keeps
+/// whatever they are (a status the plugin grows, an embedded template).
+pub fn preserve_unknown_fields(schema: &mut schemars::Schema) {
+    schema.insert("x-kubernetes-preserve-unknown-fields".to_owned(), true.into());
+}

@@ -15,7 +15,7 @@ fn trellis() -> &'static str {
     env!("CARGO_BIN_EXE_trellis")
 }
 
-fn init(lang: &str, dir: &Path) -> Output {
+fn init(lang: &str, kind: &str, dir: &Path) -> Output {
     Command::new(trellis())
         .args([
             "init",
@@ -26,7 +26,7 @@ fn init(lang: &str, dir: &Path) -> Output {
             "--version",
             "v1alpha1",
         ])
-        .args(["--kind", "Greeting", &dir.display().to_string()])
+        .args(["--kind", kind, &dir.display().to_string()])
         .output()
         .expect("running trellis init")
 }
@@ -54,7 +54,7 @@ fn scaffold_builds_and_passes(lang: &str) -> tempfile::TempDir {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("greeting");
     let started = Instant::now();
-    let output = init(lang, &dir);
+    let output = init(lang, "Greeting", &dir);
     assert!(output.status.success(), "trellis init: {}", text(&output));
     let output = make(&dir, "test");
     let log = text(&output);
@@ -102,19 +102,7 @@ fn a_rust_project_builds_and_passes_and_its_crd_comes_from_its_types() {
 fn a_bad_kind_writes_nothing() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("x");
-    let output = Command::new(trellis())
-        .args([
-            "init",
-            "--lang",
-            "python",
-            "--group",
-            "demo.example.com",
-            "--version",
-            "v1",
-        ])
-        .args(["--kind", "greeting", &dir.display().to_string()])
-        .output()
-        .unwrap();
+    let output = init("python", "greeting", &dir);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         text(&output).contains("\"greeting\" is not a kind"),

@@ -12,7 +12,7 @@
 //!
 //! #[derive(Serialize, Deserialize, Clone, Debug)]
 //! #[cfg_attr(test, derive(schemars::JsonSchema))]
-//! #[cfg_attr(test, schemars(transform = trellis_sdk::crd::status_conditions))]
+//! #[cfg_attr(test, schemars(transform = trellis_sdk::crd::host_status_fields))]
 //! pub struct HelloStatus { /* … */ }
 //!
 //! #[test]
@@ -37,7 +37,7 @@ pub const WRITE_VARIABLE: &str = "TRELLIS_WRITE_CRD";
 /// (from the plugin's [`crate::Condition`]s; each an open object, as the
 /// host owns `lastTransitionTime` and `observedGeneration`) and
 /// `observedGeneration`.
-pub fn status_conditions(schema: &mut schemars::Schema) {
+pub fn host_status_fields(schema: &mut schemars::Schema) {
     let conditions = json!({
         "type": "array",
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
@@ -84,10 +84,4 @@ pub fn assert_current(crd: &impl Serialize, path: impl AsRef<Path>) {
 /// `#[schemars(schema_with = "trellis_sdk::crd::int_or_string")]`.
 pub fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"x-kubernetes-int-or-string": true})
-}
-
-/// A schemars transform for an object whose fields the API server keeps
-/// whatever they are (a status the plugin grows, an embedded template).
-pub fn preserve_unknown_fields(schema: &mut schemars::Schema) {
-    schema.insert("x-kubernetes-preserve-unknown-fields".to_owned(), true.into());
 }

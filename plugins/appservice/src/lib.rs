@@ -90,7 +90,7 @@ struct Port {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-#[cfg_attr(test, schemars(transform = trellis_sdk::crd::status_conditions))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::host_status_fields))]
 struct AppServiceStatus {
     replicas: i32,
     ready_replicas: i32,

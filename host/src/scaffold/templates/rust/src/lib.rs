@@ -36,7 +36,7 @@ fn one() -> i64 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
-#[cfg_attr(test, schemars(transform = trellis_sdk::crd::status_conditions))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::host_status_fields))]
 pub struct __KIND__Status {
     pub message: String,
 }

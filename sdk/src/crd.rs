@@ -85,3 +85,105 @@ pub fn assert_current(crd: &impl Serialize, path: impl AsRef<Path>) {
 pub fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"x-kubernetes-int-or-string": true})
 }
+
+/// A schemars transform for a field of a Kubernetes type
+/// (`#[schemars(transform = trellis_sdk::crd::without_descriptions)]`):
+/// drops the upstream descriptions inside it, which would otherwise repeat
+/// pages of API reference (a `Quantity` alone carries 2 KB) in the CRD. The
+/// field's own doc comment stays.
+pub fn without_descriptions(schema: &mut schemars::Schema) {
+    if let Some(map) = schema.as_object_mut() {
+        map.iter_mut()
+            .for_each(|(key, value)| drop_keyword_below(key, value, "description"));
+    }
+}
+
+/// A schemars transform for a spec type
+/// (`#[schemars(transform = trellis_sdk::crd::without_defaults)]`): drops the
+/// `default`s that `#[serde(default)]` fields bring, so that the API server
+/// stores an object as its author wrote it and the plugin applies the
+/// defaults (and reports them) itself.
+pub fn without_defaults(schema: &mut schemars::Schema) {
+    if let Some(map) = schema.as_object_mut() {
+        map.iter_mut()
+            .for_each(|(key, value)| drop_keyword_below(key, value, "default"));
+    }
+}
+
+/// Removes the schema keyword `keyword` from the subschemas in `value`, the
+/// value of keyword `key` of a schema. Field names (the keys of
+/// `properties`) are not keywords, so a field named `default` stays.
+fn drop_keyword_below(key: &str, value: &mut serde_json::Value, keyword: &str) {
+    use serde_json::Value;
+    fn drop_in_schema(schema: &mut Value, keyword: &str) {
+        if let Value::Object(map) = schema {
+            map.remove(keyword);
+            map.iter_mut()
+                .for_each(|(key, value)| drop_keyword_below(key, value, keyword));
+        }
+    }
+    match (key, value) {
+        ("properties" | "patternProperties" | "definitions" | "$defs", Value::Object(fields)) => {
+            fields.values_mut().for_each(|schema| drop_in_schema(schema, keyword));
+        }
+        ("enum" | "const" | "default" | "examples" | "required", _) => {}
+        (_, Value::Array(schemas)) => schemas.iter_mut().for_each(|schema| drop_in_schema(schema, keyword)),
+        (_, schema @ Value::Object(_)) => drop_in_schema(schema, keyword),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(value: serde_json::Value) -> schemars::Schema {
+        value.try_into().expect("an object is a schema")
+    }
+
+    #[test]
+    fn defaults_go_at_every_depth_but_a_field_named_default_stays() {
+        let mut spec = schema(json!({
+            "type": "object",
+            "properties": {
+                "paused": {"type": "boolean", "default": false},
+                "default": {"type": "object", "default": {}, "properties": {
+                    "deep": {"type": "string", "default": "x", "enum": ["x", "y"]},
+                }},
+                "list": {"type": "array", "items": {"type": "integer", "default": 1}},
+            },
+        }));
+        without_defaults(&mut spec);
+        assert_eq!(
+            serde_json::Value::from(spec),
+            json!({
+                "type": "object",
+                "properties": {
+                    "paused": {"type": "boolean"},
+                    "default": {"type": "object", "properties": {
+                        "deep": {"type": "string", "enum": ["x", "y"]},
+                    }},
+                    "list": {"type": "array", "items": {"type": "integer"}},
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn descriptions_inside_go_and_the_fields_own_stays() {
+        let mut field = schema(json!({
+            "description": "the field's own",
+            "anyOf": [{"type": "string", "description": "upstream"}],
+            "properties": {"description": {"type": "string", "description": "upstream"}},
+        }));
+        without_descriptions(&mut field);
+        assert_eq!(
+            serde_json::Value::from(field),
+            json!({
+                "description": "the field's own",
+                "anyOf": [{"type": "string"}],
+                "properties": {"description": {"type": "string"}},
+            })
+        );
+    }
+}

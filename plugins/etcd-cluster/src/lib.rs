@@ -18,7 +18,7 @@ mod spec;
 
 use children::Cluster;
 use members::Observed;
-use spec::EtcdCluster;
+use spec::Parent;
 use trellis_sdk::k8s_openapi::api::batch::v1::Job;
 use trellis_sdk::k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use trellis_sdk::prelude::*;
@@ -39,7 +39,7 @@ impl Reconciler for EtcdClusterPlugin {
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
-        let parent: EtcdCluster = req.parent()?;
+        let parent: Parent = req.parent()?;
         let spec = parent.spec.checked().map_err(Error::invalid_spec)?;
         let cluster = Cluster::new(req, &spec);
         let known = parent.status.as_ref().and_then(|s| s.current_version.as_deref());
@@ -66,18 +66,16 @@ impl Reconciler for EtcdClusterPlugin {
         let observed = observed.unwrap_or_default();
         let current = observed.current_version(known);
         let running = plan.phase == "Running";
-        let mut status = json!({
-                "phase": plan.phase,
-                "size": observed.replicas,
-                "readyMembers": observed.ready,
-                "currentVersion": current,
-                "targetVersion": spec.version,
-                "serviceName": cluster.client_service_name(),
-                "clientPort": 2379,
-        });
-        if !spec.warnings.is_empty() {
-            status["warnings"] = json!(spec.warnings);
-        }
+        let status = spec::Status {
+            phase: plan.phase.to_owned(),
+            size: observed.replicas,
+            ready_members: observed.ready,
+            current_version: current.clone(),
+            target_version: spec.version.clone(),
+            service_name: cluster.client_service_name(),
+            client_port: 2379,
+            warnings: spec.warnings.clone(),
+        };
         Ok(response.status(&status).condition(Condition::ready(
             running,
             plan.phase,
@@ -94,11 +92,11 @@ impl Reconciler for EtcdClusterPlugin {
         if req.operation() == Operation::Delete {
             return Ok(());
         }
-        let parent: EtcdCluster = req.parent()?;
+        let parent: Parent = req.parent()?;
         let spec = parent.spec.checked().map_err(|e| vec![e])?;
         // A stored object that no longer parses is no reason to refuse its
         // repair: the size check needs both sizes.
-        let old = req.old::<EtcdCluster>().ok().flatten();
+        let old = req.old::<Parent>().ok().flatten();
         match old.and_then(|old| spec::size_change_problem(&old, &spec)) {
             Some(problem) => Err(vec![problem]),
             None => Ok(()),
@@ -130,6 +128,16 @@ mod tests {
 
     fn update(old: Value, new: Value) -> Result<(), Vec<String>> {
         EtcdClusterPlugin::validate(&AdmissionRequest::for_test(Operation::Update, Some(new), Some(old)))
+    }
+
+    #[test]
+    fn crd_is_generated_from_the_types() {
+        use kube::CustomResourceExt;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/crds/etcd.database.coreos.com_etcdclusters.yaml"
+        );
+        trellis_sdk::crd::assert_current(&spec::EtcdCluster::crd(), path);
     }
 
     #[test]

@@ -33,37 +33,84 @@ pub const PROCESSED: &str = "banzaicloud.com/prometheus-jmx-exporter";
 /// The port when `spec.port` is not set (the exporter's usual one).
 pub(crate) const DEFAULT_PORT: u16 = 9400;
 
-/// A `PrometheusJmxExporter` (only what the plugin reads).
+/// A `PrometheusJmxExporter` as the plugin reads it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct JmxExporter {
     #[serde(default)]
     pub(crate) spec: Spec,
 }
 
-#[derive(Debug, Default, Deserialize)]
+// The CRD, deploy/crds/banzaicloud.com_prometheusjmxexporters.yaml, is
+// generated from `Spec` and `Status` by kube's `CustomResource` derive, in
+// tests only: `TRELLIS_WRITE_CRD=1 cargo test -p trellis-plugin-jmx-exporter crd`.
+// The fields the API server requires default to empty here, so that the
+// plugin can also explain their absence (the CRD may not be installed).
+
+/// Running Pods matching `labelSelector` are annotated for Prometheus to
+/// scrape on `port`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(
+    test,
+    schemars(transform = trellis_sdk::crd::without_defaults, extend("required" = ["labelSelector", "config"]))
+)]
+#[cfg_attr(
+    test,
+    kube(
+        group = "banzaicloud.com",
+        version = "v1alpha1",
+        kind = "PrometheusJmxExporter",
+        namespaced,
+        status = "Status",
+        doc = "Banzai Cloud's PrometheusJmxExporter: running Pods matching `labelSelector` are annotated for Prometheus to scrape on `port`; `status.metricsEndpoints` lists them",
+        printcolumn = r#"{"name": "Port", "type": "integer", "jsonPath": ".spec.port"}"#,
+        printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+        crates(k8s_openapi = "trellis_sdk::k8s_openapi", serde_json = "trellis_sdk::serde_json"),
+    )
+)]
 pub(crate) struct Spec {
+    /// The labels of the Pods to scrape.
     #[serde(default)]
     pub(crate) label_selector: BTreeMap<String, String>,
+    /// The ConfigMap and key holding the exporter's configuration.
     #[serde(default)]
     pub(crate) config: ConfigRef,
-    #[serde(default)]
+    /// The port the agent serves metrics on (default 9400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub(crate) port: Option<u16>,
-    /// An image holding the agent jar: new matching pods get the agent.
-    #[serde(default)]
+    /// An image holding the JMX exporter's Java agent jar. With it, new pods
+    /// matching labelSelector get the agent when they are created (an init
+    /// container copies the jar; JAVA_TOOL_OPTIONS loads it). Running pods
+    /// are never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) agent_image: Option<String>,
-    /// Where the jar is in `agent_image`.
-    #[serde(default)]
+    /// Where the jar is in agentImage (default /jmx_prometheus_javaagent.jar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) agent_jar: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The ConfigMap and key holding the exporter's configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(extend("required" = ["configMapName", "configMapKey"])))]
 pub(crate) struct ConfigRef {
     #[serde(default)]
     pub(crate) config_map_name: String,
     #[serde(default)]
     pub(crate) config_map_key: String,
+}
+
+/// What the plugin reports: the endpoints Prometheus scrapes.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::host_status_fields))]
+struct Status {
+    metrics_endpoints: Vec<Endpoint>,
 }
 
 impl Spec {
@@ -89,7 +136,8 @@ impl Spec {
 }
 
 /// One scraped endpoint, as `status.metricsEndpoints` lists it.
-#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 struct Endpoint {
     pod: String,
     port: u16,
@@ -146,7 +194,9 @@ impl Reconciler for JmxExporterPlugin {
             Some(_) => None,
         };
         if let Some((reason, message)) = missing {
-            let status = json!({"metricsEndpoints": []});
+            let status = Status {
+                metrics_endpoints: Vec::new(),
+            };
             return Ok(Response::new()
                 .status(&status)
                 .condition(Condition::ready(false, reason, message)));
@@ -174,7 +224,9 @@ impl Reconciler for JmxExporterPlugin {
         }
         let message = format!("{} pods scraped on port {port}", endpoints.len());
         Ok(response
-            .status(&json!({ "metricsEndpoints": endpoints }))
+            .status(&Status {
+                metrics_endpoints: endpoints,
+            })
             .condition(Condition::ready(true, "EndpointsDecorated", message)))
     }
 }
@@ -183,6 +235,16 @@ trellis_sdk::export_reconciler!(JmxExporterPlugin);
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn crd_is_generated_from_the_types() {
+        use kube::CustomResourceExt;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/crds/banzaicloud.com_prometheusjmxexporters.yaml"
+        );
+        trellis_sdk::crd::assert_current(&super::PrometheusJmxExporter::crd(), path);
+    }
+
     use super::*;
 
     fn parent() -> Value {

@@ -10,7 +10,7 @@ pub mod quota;
 mod spec;
 
 use children::Names;
-use spec::MicroServiceDeploy;
+use spec::Parent;
 use trellis_sdk::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use trellis_sdk::k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use trellis_sdk::prelude::*;
@@ -32,7 +32,7 @@ impl Reconciler for MsDeploy {
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
-        let parent: MicroServiceDeploy = req.parent()?;
+        let parent: Parent = req.parent()?;
         let spec = parent.spec.checked().map_err(Error::invalid_spec)?;
         let names = Names::new(req, &spec);
 
@@ -62,7 +62,7 @@ impl Reconciler for MsDeploy {
         if req.operation() == Operation::Delete {
             return Ok(());
         }
-        let parent: MicroServiceDeploy = req.parent()?;
+        let parent: Parent = req.parent()?;
         parent.spec.checked().map(|_| ()).map_err(|e| vec![e])
     }
 }
@@ -98,13 +98,13 @@ fn status(req: &Request, names: &Names, spec: &spec::Checked, response: Response
         )
     };
     response
-        .status(&json!({
-            "phase": phase,
-            "replicas": current,
-            "readyReplicas": ready,
-            "availableReplicas": available,
-            "service": format!("{}.{}.svc", names.instance, req.namespace()),
-        }))
+        .status(&spec::Status {
+            phase: phase.to_owned(),
+            replicas: current,
+            ready_replicas: ready,
+            available_replicas: available,
+            service: format!("{}.{}.svc", names.instance, req.namespace()),
+        })
         .condition(Condition::ready(is_ready, reason, message))
 }
 

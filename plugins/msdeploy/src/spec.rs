@@ -1,34 +1,108 @@
 //! The `MicroServiceDeploy` custom resource as users write it, and the
 //! checks that turn its spec into settled values.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use trellis_sdk::k8s_openapi::api::core::v1::ResourceRequirements;
 
 /// Largest `replicas` accepted.
 const MAX_REPLICAS: i32 = 1000;
 
-/// A `MicroServiceDeploy` (only what the plugin reads).
+/// A `MicroServiceDeploy` as the plugin reads it.
 #[derive(Debug, Deserialize)]
-pub struct MicroServiceDeploy {
+pub struct Parent {
     /// The instance's desired state.
     pub spec: Spec,
 }
 
-/// The spec, field names as in the CRD users already have.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+// The CRD, deploy/crds/custom.ops_microservicedeploys.yaml, is generated
+// from `Spec` and `Status` by kube's `CustomResource` derive, in tests only:
+// `TRELLIS_WRITE_CRD=1 cargo test -p trellis-plugin-msdeploy crd`.
+
+/// A micro-service: a Deployment of `image` behind a Service, with an
+/// optional autoscaler, auth sidecar, config and quota. Field names as in the
+/// CRD users already have.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::without_defaults))]
+#[cfg_attr(
+    test,
+    kube(
+        group = "custom.ops",
+        version = "v1",
+        kind = "MicroServiceDeploy",
+        namespaced,
+        status = "Status",
+        shortname = "msd",
+        doc = "A micro-service: a Deployment of `image` behind a Service, with an optional autoscaler, auth, config and quota",
+        printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".spec.image"}"#,
+        printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}"#,
+        printcolumn = r#"{"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"}"#,
+        printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+        crates(k8s_openapi = "trellis_sdk::k8s_openapi", serde_json = "trellis_sdk::serde_json"),
+    )
+)]
 pub struct Spec {
+    /// The service's short name (a DNS label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
     pub ms_name: Option<String>,
+    /// The name of the children (a DNS label; default the object's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(length(max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
     pub full_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The HTTP path the service answers on.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The container image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(required, length(min = 1)))]
     pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 0, max = 1000)))]
     pub replicas: Option<i32>,
+    /// Adds an autoscaler of up to three times `replicas`.
+    #[serde(default)]
     pub autoscaling: bool,
+    /// Puts an authenticating proxy in front of the service.
+    #[serde(default)]
     pub need_auth: bool,
+    /// The service's configuration file, mounted from a ConfigMap.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    /// Requests and limits of each pod. A ResourceQuota sized for the
+    /// instance's most pods is created only when the namespace is dedicated
+    /// to the instance (its Namespace carries the label
+    /// msdeploy.trellis.dev/dedicated-to=<fullName or name>), since a quota
+    /// governs every pod of its namespace; elsewhere the condition Quota says
+    /// why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(transform = trellis_sdk::crd::without_descriptions))]
     pub resource_requirements: Option<ResourceRequirements>,
+    /// Scales the Deployment to zero, keeping everything else.
+    #[serde(default)]
     pub idle: bool,
+    /// Written by some users' tooling; kept, not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+}
+
+/// What the plugin reports from the observed Deployment.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::host_status_fields))]
+pub struct Status {
+    /// Idle, Running or Progressing.
+    pub phase: String,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub available_replicas: i32,
+    /// The in-cluster DNS name of the Service.
+    pub service: String,
 }
 
 /// A spec that passed the checks.
@@ -108,4 +182,17 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crd_is_generated_from_the_types() {
+        use kube::CustomResourceExt;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/crds/custom.ops_microservicedeploys.yaml"
+        );
+        trellis_sdk::crd::assert_current(&super::MicroServiceDeploy::crd(), path);
+    }
 }

@@ -15,20 +15,64 @@ use trellis_sdk::prelude::*;
 /// Longest object name Kubernetes accepts.
 const MAX_NAME: usize = 253;
 
-/// A `MyDaemonSet` (only what the plugin reads).
+/// A `MyDaemonSet` as the plugin reads it.
 #[derive(Debug, Deserialize)]
-struct MyDaemonSet {
+struct Parent {
     #[serde(default)]
     spec: Spec,
 }
 
-#[derive(Debug, Default, Deserialize)]
+// The CRD, deploy/crds/apps.zhongmingmao.io_mydaemonsets.yaml, is generated
+// from `Spec` and `Status` by kube's `CustomResource` derive, in tests only:
+// `TRELLIS_WRITE_CRD=1 cargo test -p trellis-plugin-mydaemonset crd`.
+//
+// The original operator's webhook refuses a MyDaemonSet without an image
+// with exactly the message of the root rule below; the test drops `spec`
+// from the root's `required` so that a missing spec gets this message too (a
+// failed `required` skips the CEL rules): "spec.image: Required value: image
+// is required".
+
+/// One Pod of `image` on every Node.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::without_defaults))]
+#[cfg_attr(
+    test,
+    kube(
+        group = "apps.zhongmingmao.io",
+        version = "v1beta1",
+        kind = "MyDaemonSet",
+        namespaced,
+        status = "Status",
+        doc = "A daemon set: one Pod of `image` on every Node",
+        validation = kube::core::Rule::new("has(self.spec) && has(self.spec.image) && self.spec.image != ''")
+            .message("image is required")
+            .field_path(".spec.image")
+            .reason(kube::core::Reason::FieldValueRequired),
+        printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".spec.image"}"#,
+        printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"}"#,
+        printcolumn = r#"{"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+        crates(k8s_openapi = "trellis_sdk::k8s_openapi", serde_json = "trellis_sdk::serde_json"),
+    )
+)]
 struct Spec {
+    /// The image of every Pod; without a tag or digest it gets `latest`.
     #[serde(default)]
     image: String,
 }
 
-fn checked_image(parent: &MyDaemonSet) -> Result<&str, String> {
+/// What the plugin reports: the Nodes, and the Pods that are Ready.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::host_status_fields))]
+struct Status {
+    desired_replicas: i32,
+    available_replicas: i32,
+}
+
+fn checked_image(parent: &Parent) -> Result<&str, String> {
     let image = parent.spec.image.trim();
     if image.is_empty() {
         Err("image is required".to_owned())
@@ -51,7 +95,7 @@ impl Reconciler for MyDaemonSetPlugin {
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
-        let parent: MyDaemonSet = req.parent()?;
+        let parent: Parent = req.parent()?;
         let image = checked_image(&parent).map_err(Error::invalid_spec)?;
         let labels = req.app_labels(req.name(), "daemon");
         let nodes: Vec<String> = req
@@ -69,10 +113,13 @@ impl Reconciler for MyDaemonSetPlugin {
             }
             response.push_child(&pod(req, &name, node, image, &labels));
         }
-        let desired = nodes.len();
+        let desired = i32::try_from(nodes.len()).unwrap_or(i32::MAX);
         let is_ready = available == desired;
         Ok(response
-            .status(&json!({"desiredReplicas": desired, "availableReplicas": available}))
+            .status(&Status {
+                desired_replicas: desired,
+                available_replicas: available,
+            })
             .condition(Condition::ready(
                 is_ready,
                 if is_ready { "PodsAvailable" } else { "PodsNotAvailable" },
@@ -84,7 +131,7 @@ impl Reconciler for MyDaemonSetPlugin {
         if req.operation() == Operation::Delete {
             return Ok(());
         }
-        let parent: MyDaemonSet = req.parent()?;
+        let parent: Parent = req.parent()?;
         checked_image(&parent).map(|_| ()).map_err(|e| vec![e])
     }
 
@@ -161,6 +208,24 @@ trellis_sdk::export_reconciler!(MyDaemonSetPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crd_is_generated_from_the_types() {
+        use kube::CustomResourceExt;
+        let mut crd = MyDaemonSet::crd();
+        // A missing spec is refused by the root rule, with its message.
+        for version in &mut crd.spec.versions {
+            let root = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut());
+            if let Some(root) = root {
+                root.required = None;
+            }
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/crds/apps.zhongmingmao.io_mydaemonsets.yaml"
+        );
+        trellis_sdk::crd::assert_current(&crd, path);
+    }
 
     #[test]
     fn long_names_are_shortened_stably() {

@@ -9,7 +9,7 @@ mod children;
 mod spec;
 
 use children::Cluster;
-use spec::RedisEnterpriseCluster;
+use spec::Parent;
 use trellis_sdk::k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use trellis_sdk::prelude::*;
 
@@ -27,7 +27,7 @@ impl Reconciler for RedisPlugin {
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
-        let parent: RedisEnterpriseCluster = req.parent()?;
+        let parent: Parent = req.parent()?;
         let spec = parent.spec.checked().map_err(Error::invalid_spec)?;
         let cluster = Cluster::new(req, &spec);
         let response = Response::new()
@@ -49,13 +49,13 @@ impl Reconciler for RedisPlugin {
             Some(_) => "Initializing",
         };
         Ok(response
-            .status(&json!({
-                "state": state,
-                "nodes": spec.nodes,
-                "readyNodes": ready,
-                "credentialsSecret": cluster.name(),
-                "uiService": cluster.ui_service_name(),
-            }))
+            .status(&spec::Status {
+                state: state.to_owned(),
+                nodes: spec.nodes,
+                ready_nodes: ready,
+                credentials_secret: cluster.name().to_owned(),
+                ui_service: cluster.ui_service_name(),
+            })
             .condition(Condition::ready(
                 state == "Running",
                 state,
@@ -67,7 +67,7 @@ impl Reconciler for RedisPlugin {
         if req.operation() == Operation::Delete {
             return Ok(());
         }
-        let parent: RedisEnterpriseCluster = req.parent()?;
+        let parent: Parent = req.parent()?;
         parent.spec.checked().map(|_| ()).map_err(|e| vec![e])
     }
 }

@@ -36,8 +36,11 @@ pub const WRITE_VARIABLE: &str = "TRELLIS_WRITE_CRD";
 /// beside the plugin's, so that the API server keeps them: `conditions`
 /// (from the plugin's [`crate::Condition`]s; each an open object, as the
 /// host owns `lastTransitionTime` and `observedGeneration`) and
-/// `observedGeneration`.
+/// `observedGeneration`. It also drops `required`: when a reconcile fails the
+/// host writes the conditions alone, and a status missing a required field
+/// would be refused, condition and all.
 pub fn host_status_fields(schema: &mut schemars::Schema) {
+    schema.remove("required");
     let conditions = json!({
         "type": "array",
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},

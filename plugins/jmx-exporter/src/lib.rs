@@ -78,17 +78,17 @@ pub(crate) struct Spec {
     #[serde(default)]
     pub(crate) config: ConfigRef,
     /// The port the agent serves metrics on (default 9400).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[cfg_attr(test, schemars(range(min = 1)))]
     pub(crate) port: Option<u16>,
     /// An image holding the JMX exporter's Java agent jar. With it, new pods
     /// matching labelSelector get the agent when they are created (an init
     /// container copies the jar; JAVA_TOOL_OPTIONS loads it). Running pods
     /// are never changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub(crate) agent_image: Option<String>,
     /// Where the jar is in agentImage (default /jmx_prometheus_javaagent.jar).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub(crate) agent_jar: Option<String>,
 }
 

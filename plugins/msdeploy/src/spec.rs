@@ -45,23 +45,17 @@ pub struct Parent {
 )]
 pub struct Spec {
     /// The service's short name (a DNS label).
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, schemars(length(max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
     pub ms_name: Option<String>,
     /// The name of the children (a DNS label; default the object's name).
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, schemars(length(max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
     pub full_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The HTTP path the service answers on.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// The container image.
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, schemars(required, length(min = 1)))]
     pub image: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, schemars(range(min = 0, max = 1000)))]
     pub replicas: Option<i32>,
     /// Adds an autoscaler of up to three times `replicas`.
@@ -71,7 +65,6 @@ pub struct Spec {
     #[serde(default)]
     pub need_auth: bool,
     /// The service's configuration file, mounted from a ConfigMap.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
     /// Requests and limits of each pod. A ResourceQuota sized for the
     /// instance's most pods is created only when the namespace is dedicated
@@ -79,14 +72,12 @@ pub struct Spec {
     /// msdeploy.trellis.dev/dedicated-to=<fullName or name>), since a quota
     /// governs every pod of its namespace; elsewhere the condition Quota says
     /// why there is none.
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, schemars(transform = trellis_sdk::crd::without_descriptions))]
     pub resource_requirements: Option<ResourceRequirements>,
     /// Scales the Deployment to zero, keeping everything else.
     #[serde(default)]
     pub idle: bool,
     /// Written by some users' tooling; kept, not read.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
 }
 

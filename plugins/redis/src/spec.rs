@@ -77,15 +77,13 @@ pub struct Spec {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct PersistentSpec {
     /// `true`/`false`, or the strings `'true'`/`'false'` as users write it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[cfg_attr(test, schemars(schema_with = "flag_schema"))]
     pub enabled: Option<Value>,
     /// The StorageClass of the volumes (the cluster's default if unset).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Each volume's size (default five times the node's memory limit).
     #[cfg_attr(test, schemars(transform = trellis_sdk::crd::without_descriptions))]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_size: Option<Quantity>,
 }
 
@@ -108,13 +106,10 @@ fn flag_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ImageSpec {
     #[cfg_attr(test, schemars(extend("enum" = ["Always", "IfNotPresent", "Never"])))]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
     #[cfg_attr(test, schemars(length(min = 1)))]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
     #[cfg_attr(test, schemars(length(min = 1)))]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version_tag: Option<String>,
 }
 

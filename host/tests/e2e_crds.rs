@@ -217,6 +217,114 @@ async fn prometheus() {
     accepts(&api, &set(&prometheus, "/spec/enableAdminAPI", json!(true))).await;
     let replicas = "spec.replicas in body should be greater than or equal to 0";
     refuses(&api, &set(&prometheus, "/spec/replicas", json!(-1)), replicas).await;
+    // The fields the plugin does not read are kept as prometheus-operator
+    // users write them.
+    let storage = json!({"volumeClaimTemplate": {"spec": {"resources": {"requests": {"storage": "40Gi"}}}}});
+    accepts(
+        &api,
+        &set(
+            &set(&prometheus, "/spec/retention", json!("15d")),
+            "/spec/storage",
+            storage,
+        ),
+    )
+    .await;
+    let interval = "spec.scrapeInterval in body should match";
+    refuses(&api, &set(&prometheus, "/spec/scrapeInterval", json!("30")), interval).await;
+    let has = json!({"matchExpressions": [{"key": "team", "operator": "Has"}]});
+    let operator = "spec.ruleSelector.matchExpressions[0].operator: Unsupported value: \"Has\"";
+    refuses(&api, &set(&prometheus, "/spec/ruleSelector", has), operator).await;
+    let no_port = json!([{"namespace": "default", "name": "alertmanager-example"}]);
+    let port = "spec.alerting.alertmanagers[0].port: Required value";
+    refuses(&api, &set(&prometheus, "/spec/alerting/alertmanagers", no_port), port).await;
+}
+
+/// The kinds the prometheus plugin reads, whose CRDs are generated from its
+/// types: what users write is kept, the fields the plugin needs are checked.
+#[tokio::test]
+async fn prometheus_operator_monitors_and_rules() {
+    let ns = TestNamespace::create("crd-monitors").await;
+    for crd in [
+        include_str!("../../deploy/crds/monitoring.coreos.com_servicemonitors.yaml"),
+        include_str!("../../deploy/crds/monitoring.coreos.com_podmonitors.yaml"),
+        include_str!("../../deploy/crds/monitoring.coreos.com_prometheusrules.yaml"),
+    ] {
+        install_crd(&ns.client(), &crd_from_yaml(crd)).await;
+    }
+    let object = |kind: &str, spec: Value| json!({"apiVersion": "monitoring.coreos.com/v1", "kind": kind, "metadata": {"name": "web"}, "spec": spec});
+    let services = dynamic_api(&ns, "monitoring.coreos.com", "v1", "ServiceMonitor");
+    let service_monitor = object(
+        "ServiceMonitor",
+        json!({
+            "selector": {"matchLabels": {"app": "web"}},
+            "namespaceSelector": {"matchNames": ["shop"]},
+            "endpoints": [{
+                "port": "metrics", "interval": "15s", "scheme": "https",
+                "tlsConfig": {"insecureSkipVerify": true},
+                "relabelings": [{"action": "replace", "targetLabel": "team", "replacement": "shop"}],
+            }],
+        }),
+    );
+    accepts(&services, &service_monitor).await;
+    refuses(
+        &services,
+        &without(&service_monitor, "/spec/selector"),
+        "spec.selector: Required value",
+    )
+    .await;
+    let ftp = "spec.endpoints[0].scheme: Unsupported value: \"ftp\"";
+    refuses(
+        &services,
+        &set(&service_monitor, "/spec/endpoints/0/scheme", json!("ftp")),
+        ftp,
+    )
+    .await;
+
+    let pods = dynamic_api(&ns, "monitoring.coreos.com", "v1", "PodMonitor");
+    let pod_monitor = object(
+        "PodMonitor",
+        json!({
+            "selector": {"matchLabels": {"app": "web"}},
+            "podMetricsEndpoints": [{"portNumber": 9100, "path": "/stats", "metricRelabelings": []}],
+        }),
+    );
+    accepts(&pods, &pod_monitor).await;
+    let port = "spec.podMetricsEndpoints[0].portNumber in body should be less than or equal to 65535";
+    refuses(
+        &pods,
+        &set(&pod_monitor, "/spec/podMetricsEndpoints/0/portNumber", json!(70000)),
+        port,
+    )
+    .await;
+
+    let rules = dynamic_api(&ns, "monitoring.coreos.com", "v1", "PrometheusRule");
+    let rule = object(
+        "PrometheusRule",
+        json!({"groups": [{"name": "web", "limit": 10, "rules": [
+            {"alert": "WebDown", "expr": "up{job=\"web\"} == 0", "for": "5m", "keep_firing_for": "10m",
+             "labels": {"severity": "page"}},
+        ]}]}),
+    );
+    accepts(&rules, &rule).await;
+    refuses(
+        &rules,
+        &without(&rule, "/spec/groups/0/rules/0/expr"),
+        "spec.groups[0].rules[0].expr: Required value",
+    )
+    .await;
+    refuses(
+        &rules,
+        &without(&rule, "/spec/groups/0/name"),
+        "spec.groups[0].name: Required value",
+    )
+    .await;
+    let for_ = "spec.groups[0].rules[0].for in body should match";
+    refuses(
+        &rules,
+        &set(&rule, "/spec/groups/0/rules/0/for", json!("5 minutes")),
+        for_,
+    )
+    .await;
 }
 
 /// The Website example's CRD, generated from its Python plugin's

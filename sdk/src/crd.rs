@@ -89,6 +89,33 @@ pub fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"x-kubernetes-int-or-string": true})
 }
 
+/// The schema of a `LabelSelector` field, for
+/// `#[schemars(schema_with = "trellis_sdk::crd::label_selector")]`: atomic,
+/// as Kubernetes' own selectors are (server-side apply replaces a selector
+/// whole, never merges two authors' terms), with the four operators a
+/// selector may use and without the upstream descriptions.
+pub fn label_selector(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-map-type": "atomic",
+        "properties": {
+            "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "matchExpressions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                        "values": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    })
+}
+
 /// A schemars transform for a field of a Kubernetes type
 /// (`#[schemars(transform = trellis_sdk::crd::without_descriptions)]`):
 /// drops the upstream descriptions inside it, which would otherwise repeat

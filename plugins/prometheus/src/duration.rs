@@ -3,6 +3,11 @@
 //! as Prometheus's own parser takes them. A duration Prometheus would refuse
 //! must not reach its configuration: the whole file would be refused.
 
+/// The durations Prometheus takes, as a CRD `pattern` (the one
+/// prometheus-operator's CRDs use).
+#[cfg(test)]
+pub const PATTERN: &str = "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$";
+
 /// The duration in milliseconds; `None` when Prometheus would refuse it.
 pub fn millis(text: &str) -> Option<u64> {
     if text == "0" {

@@ -28,7 +28,8 @@ mod selector;
 mod spec;
 
 use children::Instance;
-use spec::Prometheus;
+use serde::Serialize;
+use spec::Parent;
 use trellis_sdk::k8s_openapi::api::core::v1::Namespace;
 use trellis_sdk::k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use trellis_sdk::prelude::*;
@@ -54,14 +55,14 @@ impl Reconciler for PrometheusPlugin {
     fn related(parent: &Value) -> Option<Vec<RelatedSelector>> {
         // A parent that reconcile refuses gets the default answer; the
         // reconcile then says what is wrong with it.
-        let prometheus = Prometheus::deserialize(parent).ok()?;
+        let prometheus = Parent::deserialize(parent).ok()?;
         let namespace = parent["metadata"]["namespace"].as_str().unwrap_or_default();
         let spec = prometheus.spec.checked(namespace).ok()?;
         Some(select::wanted(&spec))
     }
 
     fn reconcile(req: &Request) -> Result<Response, Error> {
-        let parent: Prometheus = req.parent()?;
+        let parent: Parent = req.parent()?;
         let spec = parent.spec.checked(req.namespace()).map_err(Error::invalid_spec)?;
         let instance = Instance::new(req, &spec);
         let selected = select::select(req, &spec);
@@ -123,13 +124,13 @@ impl Observed {
             .unwrap_or_default()
     }
 
-    fn status(self) -> Value {
-        json!({
-            "replicas": self.replicas,
-            "updatedReplicas": self.updated,
-            "availableReplicas": self.available,
-            "unavailableReplicas": (self.replicas - self.available).max(0),
-        })
+    fn status(self) -> Status {
+        Status {
+            replicas: self.replicas,
+            updated_replicas: self.updated,
+            available_replicas: self.available,
+            unavailable_replicas: (self.replicas - self.available).max(0),
+        }
     }
 
     /// `Available`: every desired replica is available.
@@ -144,11 +145,39 @@ impl Observed {
     }
 }
 
+/// What the plugin reports beside its conditions: the replica counts of the
+/// StatefulSet, as prometheus-operator reports them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(transform = trellis_sdk::crd::host_status_fields))]
+pub struct Status {
+    replicas: i32,
+    updated_replicas: i32,
+    available_replicas: i32,
+    unavailable_replicas: i32,
+}
+
 trellis_sdk::export_reconciler!(PrometheusPlugin);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crds_are_generated_from_the_types() {
+        use kube::CustomResourceExt;
+        let file = |plural: &str| {
+            format!(
+                "{}/../../deploy/crds/monitoring.coreos.com_{plural}.yaml",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        };
+        trellis_sdk::crd::assert_current(&spec::Prometheus::crd(), file("prometheuses"));
+        trellis_sdk::crd::assert_current(&monitors::ServiceMonitor::crd(), file("servicemonitors"));
+        trellis_sdk::crd::assert_current(&monitors::PodMonitor::crd(), file("podmonitors"));
+        trellis_sdk::crd::assert_current(&rules::PrometheusRule::crd(), file("prometheusrules"));
+    }
 
     fn prometheus(spec: Value) -> Value {
         json!({

@@ -5,7 +5,7 @@
 
 use crate::duration;
 use crate::selector;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use trellis_sdk::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -14,37 +14,75 @@ use trellis_sdk::serde_json::Value;
 /// The API version of every monitoring kind.
 pub const API_VERSION: &str = "monitoring.coreos.com/v1";
 
+// The CRDs, deploy/crds/monitoring.coreos.com_{servicemonitors,podmonitors}.yaml,
+// are generated from the specs below by kube's `CustomResource` derive, in
+// tests only: `TRELLIS_WRITE_CRD=1 cargo test -p trellis-plugin-prometheus crd`.
+// Both keep the fields the plugin does not read (tlsConfig, relabelings,
+// ...) as written.
+
 /// Fields every scrape endpoint has.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 struct ScrapeFields {
     path: Option<String>,
+    #[cfg_attr(test, schemars(extend("enum" = ["http", "https", "HTTP", "HTTPS"])))]
     scheme: Option<String>,
+    #[cfg_attr(test, schemars(pattern(duration::PATTERN)))]
     interval: Option<String>,
+    #[cfg_attr(test, schemars(pattern(duration::PATTERN)))]
     scrape_timeout: Option<String>,
     honor_labels: Option<bool>,
 }
 
 /// `spec.namespaceSelector` of a monitor: where its targets are.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 struct NamespaceSelector {
+    /// Every namespace.
     #[serde(default)]
     any: bool,
+    /// These namespaces (default: the monitor's own).
     #[serde(default)]
     match_names: Vec<String>,
 }
 
+/// A ServiceMonitor or a PodMonitor as the plugin reads it.
 #[derive(Debug, Deserialize)]
-struct ServiceMonitor {
+struct Object<S> {
     metadata: ObjectMeta,
-    spec: ServiceMonitorSpec,
+    spec: S,
 }
 
-#[derive(Debug, Deserialize)]
+/// The Services whose endpoints a Prometheus scrapes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ServiceMonitorSpec {
+#[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(
+    test,
+    schemars(
+        transform = trellis_sdk::crd::without_defaults,
+        extend("x-kubernetes-preserve-unknown-fields" = true, "required" = ["selector"])
+    )
+)]
+#[cfg_attr(
+    test,
+    kube(
+        group = "monitoring.coreos.com",
+        version = "v1",
+        kind = "ServiceMonitor",
+        namespaced,
+        shortname = "smon",
+        category = "prometheus-operator",
+        doc = "prometheus-operator's ServiceMonitor, read by the prometheus plugin (plugins/prometheus)",
+        crates(k8s_openapi = "trellis_sdk::k8s_openapi", serde_json = "trellis_sdk::serde_json"),
+    )
+)]
+pub(crate) struct ServiceMonitorSpec {
+    /// The Services to scrape.
     #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     selector: LabelSelector,
     #[serde(default)]
     namespace_selector: NamespaceSelector,
@@ -57,25 +95,48 @@ struct ServiceMonitorSpec {
     pod_target_labels: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One scraped port of the selected Services.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(extend("x-kubernetes-preserve-unknown-fields" = true)))]
 struct ServiceEndpoint {
     port: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::int_or_string"))]
     target_port: Option<IntOrString>,
     #[serde(flatten)]
     scrape: ScrapeFields,
 }
 
-#[derive(Debug, Deserialize)]
-struct PodMonitor {
-    metadata: ObjectMeta,
-    spec: PodMonitorSpec,
-}
-
-#[derive(Debug, Deserialize)]
+/// The Pods a Prometheus scrapes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PodMonitorSpec {
+#[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(
+    test,
+    schemars(
+        transform = trellis_sdk::crd::without_defaults,
+        extend("x-kubernetes-preserve-unknown-fields" = true, "required" = ["selector"])
+    )
+)]
+#[cfg_attr(
+    test,
+    kube(
+        group = "monitoring.coreos.com",
+        version = "v1",
+        kind = "PodMonitor",
+        namespaced,
+        shortname = "pmon",
+        category = "prometheus-operator",
+        doc = "prometheus-operator's PodMonitor, read by the prometheus plugin (plugins/prometheus)",
+        crates(k8s_openapi = "trellis_sdk::k8s_openapi", serde_json = "trellis_sdk::serde_json"),
+    )
+)]
+pub(crate) struct PodMonitorSpec {
+    /// The Pods to scrape.
     #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     selector: LabelSelector,
     #[serde(default)]
     namespace_selector: NamespaceSelector,
@@ -86,11 +147,17 @@ struct PodMonitorSpec {
     pod_target_labels: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One scraped port of the selected Pods.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(extend("x-kubernetes-preserve-unknown-fields" = true)))]
 struct PodEndpoint {
     port: Option<String>,
+    #[cfg_attr(test, schemars(range(min = 1, max = 65535)))]
     port_number: Option<i32>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::int_or_string"))]
     target_port: Option<IntOrString>,
     #[serde(flatten)]
     scrape: ScrapeFields,
@@ -295,7 +362,7 @@ pub fn identity(meta: &ObjectMeta) -> Result<(String, String), String> {
 
 /// Checks a ServiceMonitor; the error says why it is skipped.
 pub fn service_monitor(object: &Value, global_interval_ms: u64) -> Result<Monitor, String> {
-    let monitor = ServiceMonitor::deserialize(object).map_err(|e| e.to_string())?;
+    let monitor = Object::<ServiceMonitorSpec>::deserialize(object).map_err(|e| e.to_string())?;
     let (namespace, name) = identity(&monitor.metadata)?;
     let spec = monitor.spec;
     selector::check(&spec.selector).map_err(|e| format!("selector: {e}"))?;
@@ -324,7 +391,7 @@ pub fn service_monitor(object: &Value, global_interval_ms: u64) -> Result<Monito
 
 /// Checks a PodMonitor; the error says why it is skipped.
 pub fn pod_monitor(object: &Value, global_interval_ms: u64) -> Result<Monitor, String> {
-    let monitor = PodMonitor::deserialize(object).map_err(|e| e.to_string())?;
+    let monitor = Object::<PodMonitorSpec>::deserialize(object).map_err(|e| e.to_string())?;
     let (namespace, name) = identity(&monitor.metadata)?;
     let spec = monitor.spec;
     selector::check(&spec.selector).map_err(|e| format!("selector: {e}"))?;

@@ -4,7 +4,7 @@
 
 use crate::duration;
 use crate::selector::{self, Scope};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use trellis_sdk::k8s_openapi::api::core::v1::ResourceRequirements;
 use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -21,49 +21,117 @@ pub const EXTERNAL_LABEL: &str = "prometheus";
 
 /// A `Prometheus` (only what the plugin reads).
 #[derive(Debug, Deserialize)]
-pub struct Prometheus {
+pub struct Parent {
     #[serde(default)]
     pub spec: Spec,
 }
 
-/// The spec, field names as in `monitoring.coreos.com/v1`.
-#[derive(Debug, Default, Deserialize)]
+// The CRD, deploy/crds/monitoring.coreos.com_prometheuses.yaml, is generated
+// from `Spec` and `crate::Status` by kube's `CustomResource` derive, in tests
+// only: `TRELLIS_WRITE_CRD=1 cargo test -p trellis-plugin-prometheus crd`.
+// The spec keeps the fields the plugin does not read (storage, retention,
+// remoteWrite, ...) as written: prometheus-operator users' objects carry them.
+
+/// The desired Prometheus servers: a StatefulSet scraping the selected
+/// ServiceMonitors and PodMonitors and evaluating the selected
+/// PrometheusRules. Field names as in `monitoring.coreos.com/v1`; the fields
+/// the plugin does not read are kept as written and ignored.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(kube::CustomResource, schemars::JsonSchema))]
+#[cfg_attr(
+    test,
+    schemars(
+        transform = trellis_sdk::crd::without_defaults,
+        extend("x-kubernetes-preserve-unknown-fields" = true)
+    )
+)]
+#[cfg_attr(
+    test,
+    kube(
+        group = "monitoring.coreos.com",
+        version = "v1",
+        kind = "Prometheus",
+        plural = "prometheuses",
+        namespaced,
+        status = "crate::Status",
+        shortname = "prom",
+        category = "prometheus-operator",
+        doc = "prometheus-operator's Prometheus, reconciled by the prometheus plugin (plugins/prometheus)",
+        printcolumn = r#"{"name": "Version", "type": "string", "jsonPath": ".spec.version", "description": "The version of Prometheus"}"#,
+        printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas", "description": "The number of desired replicas"}"#,
+        printcolumn = r#"{"name": "Ready", "type": "integer", "jsonPath": ".status.availableReplicas", "description": "The number of ready replicas"}"#,
+        printcolumn = r#"{"name": "Reconciled", "type": "string", "jsonPath": ".status.conditions[?(@.type == 'Reconciled')].status"}"#,
+        printcolumn = r#"{"name": "Available", "type": "string", "jsonPath": ".status.conditions[?(@.type == 'Available')].status"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+        crates(k8s_openapi = "trellis_sdk::k8s_openapi", serde_json = "trellis_sdk::serde_json"),
+    )
+)]
 pub struct Spec {
+    /// The Prometheus release (default v3.5.0).
     pub version: Option<String>,
+    /// The image, in place of the release's.
     pub image: Option<String>,
+    /// The number of servers (default 1).
+    #[cfg_attr(test, schemars(range(min = 0)))]
     pub replicas: Option<i32>,
     pub service_account_name: Option<String>,
+    /// The servers' compute resources.
+    #[cfg_attr(test, schemars(transform = trellis_sdk::crd::without_descriptions))]
     pub resources: Option<ResourceRequirements>,
     #[serde(default, rename = "enableAdminAPI")]
     pub enable_admin_api: bool,
+    /// How often targets are scraped (default 30s).
+    #[cfg_attr(test, schemars(pattern(duration::PATTERN)))]
     pub scrape_interval: Option<String>,
+    /// How often rules are evaluated (default 30s).
+    #[cfg_attr(test, schemars(pattern(duration::PATTERN)))]
     pub evaluation_interval: Option<String>,
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
     pub alerting: Option<Alerting>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     pub service_monitor_selector: Option<LabelSelector>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     pub service_monitor_namespace_selector: Option<LabelSelector>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     pub pod_monitor_selector: Option<LabelSelector>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     pub pod_monitor_namespace_selector: Option<LabelSelector>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     pub rule_selector: Option<LabelSelector>,
+    #[serde(default)]
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::label_selector"))]
     pub rule_namespace_selector: Option<LabelSelector>,
 }
 
 /// `spec.alerting`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Alerting {
     #[serde(default)]
     pub alertmanagers: Vec<AlertmanagerEndpoints>,
 }
 
 /// One entry of `spec.alerting.alertmanagers`: the endpoints of a Service.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(
+    test,
+    schemars(extend("x-kubernetes-preserve-unknown-fields" = true, "required" = ["name", "port"]))
+)]
 pub struct AlertmanagerEndpoints {
     pub namespace: Option<String>,
     #[serde(default)]
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub name: String,
+    #[cfg_attr(test, schemars(schema_with = "trellis_sdk::crd::int_or_string"))]
     pub port: Option<IntOrString>,
     pub scheme: Option<String>,
     pub path_prefix: Option<String>,

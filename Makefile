@@ -11,7 +11,7 @@ PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-re
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins examples toolchain envtest promtool up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
+.PHONY: all build plugins examples sdk-check toolchain envtest promtool up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
 
 all: build plugins
 
@@ -33,7 +33,8 @@ plugins: toolchain
 ## (componentize-js from npm)
 EXAMPLES_DIR := target/examples
 PY_VENV := target/sdk-python-venv
-examples: plugins $(EXAMPLES_DIR)/website-python.wasm $(EXAMPLES_DIR)/website-typescript.wasm
+examples: plugins $(EXAMPLES_DIR)/website-python.wasm $(EXAMPLES_DIR)/website-typescript.wasm \
+	$(EXAMPLES_DIR)/labeler-python.wasm $(EXAMPLES_DIR)/labeler-typescript.wasm
 
 $(PY_VENV)/bin/trellis-py: sdk-python/pyproject.toml $(wildcard sdk-python/src/trellis_sdk/*.py) sdk-python/src/trellis_sdk/wit/reconciler.wit
 	python3 -m venv $(PY_VENV)
@@ -49,6 +50,23 @@ $(EXAMPLES_DIR)/website-python.wasm: examples/website/python/website.py $(PY_VEN
 sdk-js/node_modules/.installed: sdk-js/package.json sdk-js/package-lock.json
 	cd sdk-js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The SDKs' test plugin of related selections and decorations (tests/sdk-labeler).
+$(EXAMPLES_DIR)/labeler-python.wasm: tests/sdk-labeler/labeler.py $(PY_VENV)/bin/trellis-py
+	@mkdir -p $(EXAMPLES_DIR)
+	cd tests/sdk-labeler && $(CURDIR)/$(PY_VENV)/bin/trellis-py build labeler:Labeler -o $(CURDIR)/$@
+
+$(EXAMPLES_DIR)/labeler-typescript.wasm: tests/sdk-labeler/labeler.ts $(wildcard sdk-js/src/*.ts) sdk-js/bin/trellis-js.mjs sdk-js/wit/reconciler.wit sdk-js/node_modules/.installed
+	@mkdir -p $(EXAMPLES_DIR)
+	node sdk-js/bin/trellis-js.mjs build tests/sdk-labeler/labeler.ts -o $@
+
+## sdk-check: the SDKs' own tests (Python's unittest; TypeScript's type check
+## of the SDK, its tests and the examples, then its unit tests)
+# (after the TypeScript example's build, which installs its node_modules)
+sdk-check: sdk-js/node_modules/.installed $(EXAMPLES_DIR)/website-typescript.wasm
+	python3 -m unittest discover -s sdk-python/tests
+	sdk-js/node_modules/.bin/tsc -p sdk-js
+	node sdk-js/test/run.mjs
 
 $(EXAMPLES_DIR)/website-typescript.wasm: examples/website/typescript/website.ts $(wildcard sdk-js/src/*.ts) sdk-js/bin/trellis-js.mjs sdk-js/wit/reconciler.wit sdk-js/node_modules/.installed
 	@mkdir -p $(EXAMPLES_DIR)
@@ -93,8 +111,7 @@ undeploy:
 	kubectl delete --ignore-not-found -k deploy/
 
 ## unit-test: tests that need no control plane
-unit-test: examples
-	python3 -m unittest discover -s sdk-python/tests
+unit-test: examples sdk-check
 	$(CARGO) test -p trellis -p trellis-sdk
 
 ## run-check: `make run` as CI runs it: non-interactive, on a local control
@@ -103,8 +120,7 @@ run-check:
 	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 TRELLIS_WEBHOOK_PORT=19443 $(MAKE) run
 
 ## test: the whole suite, against a real control plane, and the main command
-test: plugins examples envtest promtool
-	python3 -m unittest discover -s sdk-python/tests
+test: plugins examples envtest promtool sdk-check
 	$(MAKE) run-check
 	$(CARGO) test --workspace
 

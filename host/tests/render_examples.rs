@@ -167,3 +167,25 @@ fn the_python_and_typescript_sdks_ship_the_hosts_wit() {
         );
     }
 }
+
+/// The interpreter SDKs' related selections and decorations, through a
+/// built component (tests/sdk-labeler): the PodLabeler in Python and in
+/// TypeScript passes the same scenarios, so the selector reaches the host
+/// (only the matching Pods are handed over) and each decoration, a removed
+/// label with it, comes back.
+#[test]
+fn related_selections_and_decorations_cross_in_python_and_typescript() {
+    let dir = repo().join("tests/sdk-labeler/scenarios");
+    for language in ["python", "typescript"] {
+        let module = repo().join(format!("target/examples/labeler-{language}.wasm"));
+        assert!(
+            module.exists(),
+            "{} is missing: run `make examples` first",
+            module.display()
+        );
+        let output = trellis_test(&module, &dir);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{language}:\n{stdout}");
+        assert!(stdout.contains("2 scenarios: 2 passed"), "{language}:\n{stdout}");
+    }
+}

@@ -42,6 +42,8 @@ export class Transient extends PluginError {}
 /** The plugin cannot work; the host retries with its longest backoff. */
 export class Fatal extends PluginError {}
 
+const isKind = (o: KubeObject, apiVersion: string, kind: string) => o.apiVersion === apiVersion && o.kind === kind;
+
 /** What a plugin is, built fluently. */
 export class PluginInfo {
   version = "0.1.0";
@@ -88,6 +90,86 @@ export class PluginInfo {
     this.default = true;
     return this;
   }
+  /** Has the host call `defaultRelated` on new objects of this related
+   * kind before they are stored (added to the related kinds if missing). */
+  defaultingRelated(apiVersion: string, kind: string): this {
+    if (!this.related.some((k) => isKind(k, apiVersion, kind))) this.related.push({ apiVersion, kind });
+    this.defaultRelated.push({ apiVersion, kind });
+    return this;
+  }
+}
+
+/** A label selector, as in a Deployment's `spec.selector`. */
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: { key: string; operator: "In" | "NotIn" | "Exists" | "DoesNotExist"; values?: string[] }[];
+}
+
+/**
+ * Objects of one related kind that a parent needs, narrowed by labels and a
+ * scope: the parent's namespace unless {@link RelatedSelector.inNamespace},
+ * {@link RelatedSelector.inNamespacesLabelled} or
+ * {@link RelatedSelector.named} says otherwise.
+ */
+export class RelatedSelector {
+  labels: LabelSelector | undefined = undefined;
+  namespace: string | undefined = undefined;
+  namespaceSelector: LabelSelector | undefined = undefined;
+  names: string[] | undefined = undefined;
+
+  constructor(
+    public apiVersion: string,
+    public kind: string,
+  ) {}
+
+  /** Only objects whose labels match `selector`. */
+  matching(selector: LabelSelector): this {
+    this.labels = selector;
+    return this;
+  }
+  /** Objects of another namespace (cluster-wide registrations only). */
+  inNamespace(namespace: string): this {
+    this.namespace = namespace;
+    return this;
+  }
+  /** Objects of every namespace whose labels match `selector` (`{}`: all). */
+  inNamespacesLabelled(selector: LabelSelector): this {
+    this.namespaceSelector = selector;
+    return this;
+  }
+  /** Only the objects of these names in the parent's namespace. */
+  named(...names: string[]): this {
+    this.names = names;
+    return this;
+  }
+}
+
+/**
+ * Labels and annotations for the host to keep on an object the plugin does
+ * not own, of one of its related kinds. A value of `null` removes the key.
+ */
+export class Decoration {
+  labels: Record<string, string | null> = {};
+  annotations: Record<string, string | null> = {};
+
+  /** `namespace` left out: the parent's (or a cluster-scoped object). */
+  constructor(
+    public apiVersion: string,
+    public kind: string,
+    public name: string,
+    public namespace?: string,
+  ) {}
+
+  /** Sets label `key` (`null`: removes it). */
+  label(key: string, value: string | null): this {
+    this.labels[key] = value;
+    return this;
+  }
+  /** Sets annotation `key` (`null`: removes it). */
+  annotation(key: string, value: string | null): this {
+    this.annotations[key] = value;
+    return this;
+  }
 }
 
 /** Metadata for a child `name` in `namespace` (left out when empty). */
@@ -107,7 +189,6 @@ export function appLabels(app: string, instance: string, component: string): Rec
   };
 }
 
-const isKind = (o: KubeObject, apiVersion: string, kind: string) => o.apiVersion === apiVersion && o.kind === kind;
 
 /** One reconcile's input, parsed from JSON. */
 export class Request {
@@ -193,6 +274,7 @@ export class Response {
   events: Event[] = [];
   requeueAfterSeconds: number | undefined = undefined;
   isFinalized = false;
+  decorations: Decoration[] = [];
 
   /** Adds a desired child (an object with apiVersion, kind and metadata). */
   child(obj: KubeObject): this {
@@ -235,6 +317,11 @@ export class Response {
     this.isFinalized = true;
     return this;
   }
+  /** Keeps labels and annotations set on an object the plugin does not own. */
+  decorate(decoration: Decoration): this {
+    this.decorations.push(decoration);
+    return this;
+  }
 }
 
 /** A parent about to be stored, for `validate`. */
@@ -260,4 +347,10 @@ export interface Reconciler {
   validate?(req: AdmissionRequest): string[];
   /** The parent with its defaults filled in. */
   default?(obj: KubeObject): KubeObject;
+  /** Which related objects `parent` needs; `undefined` (or no method)
+   * hands every object of the related kinds in its namespace. */
+  related?(parent: KubeObject): RelatedSelector[] | undefined;
+  /** A new object of one of the `defaultingRelated` kinds, filled in before
+   * it is stored; `parents` are this plugin's parents in its namespace. */
+  defaultRelated?(obj: KubeObject, parents: KubeObject[]): KubeObject;
 }

@@ -5,7 +5,16 @@
  * turned back into WIT values. `trellis-js build` generates the entry module
  * that re-exports these.
  */
-import { InvalidSpec, PluginError, Request, Response, Transient, type Reconciler } from "./index.ts";
+import {
+  type Decoration,
+  InvalidSpec,
+  PluginError,
+  type RelatedSelector,
+  Request,
+  Response,
+  Transient,
+  type Reconciler,
+} from "./index.ts";
 
 const dumps = (value: unknown) => JSON.stringify(value);
 
@@ -23,6 +32,33 @@ function reconcileError(e: unknown): WitError {
   if (e instanceof PluginError) return new WitError({ tag: "fatal", val: message });
   const name = e instanceof Error ? e.name : "Error";
   return new WitError({ tag: "fatal", val: `${name}: ${message}` });
+}
+
+/** A `related-selector`: option and variant values as componentize-js
+ * takes them (`undefined` for `none`, `{tag, val}` for a case). */
+export function witSelector(s: RelatedSelector) {
+  let scope;
+  if (s.names !== undefined) scope = { tag: "names", val: s.names };
+  else if (s.namespaceSelector !== undefined) scope = { tag: "namespace-selector", val: dumps(s.namespaceSelector) };
+  else if (s.namespace !== undefined) scope = { tag: "namespace", val: s.namespace };
+  else scope = { tag: "parent-namespace" };
+  return {
+    kind: { apiVersion: s.apiVersion, kind: s.kind },
+    labels: s.labels === undefined ? undefined : dumps(s.labels),
+    scope,
+  };
+}
+
+/** A `decoration`: each label and annotation a `[key, value]` tuple, a
+ * removed one's value `undefined`. */
+export function witDecoration(d: Decoration) {
+  const fields = (map: Record<string, string | null>) =>
+    Object.entries(map).map(([key, value]) => [key, value ?? undefined]);
+  return {
+    target: { kind: { apiVersion: d.apiVersion, kind: d.kind }, namespace: d.namespace, name: d.name },
+    labels: fields(d.labels),
+    annotations: fields(d.annotations),
+  };
 }
 
 function messages(e: unknown): WitError {
@@ -45,8 +81,9 @@ export function worldOf(plugin: Reconciler) {
         defaultRelated: i.defaultRelated,
       };
     },
-    related(_parent: string) {
-      return undefined;
+    related(parent: string) {
+      const answer = plugin.related?.(JSON.parse(parent));
+      return answer === undefined ? undefined : answer.map(witSelector);
     },
     reconcile(req: { parent: string; children: string[]; related: string[]; config?: string; finalizing: boolean }) {
       let r: Response;
@@ -70,7 +107,7 @@ export function worldOf(plugin: Reconciler) {
         events: r.events.map((e) => ({ severity: e.warning ? "warning" : "normal", reason: e.reason, message: e.message })),
         requeueAfterSeconds: r.requeueAfterSeconds,
         finalized: r.isFinalized,
-        decorations: [],
+        decorations: r.decorations.map(witDecoration),
       };
     },
     validate(req: any) {
@@ -98,8 +135,13 @@ export function worldOf(plugin: Reconciler) {
         throw messages(e);
       }
     },
-    defaultRelated(obj: string, _parents: string[]) {
-      return obj;
+    defaultRelated(obj: string, parents: string[]) {
+      try {
+        const object = JSON.parse(obj);
+        return dumps(plugin.defaultRelated ? plugin.defaultRelated(object, parents.map((p) => JSON.parse(p))) : object);
+      } catch (e) {
+        throw messages(e);
+      }
     },
   };
 }

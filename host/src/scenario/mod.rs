@@ -16,7 +16,13 @@
 //!       spec: {replicas: 2}
 //!   status: {readyReplicas: 2}       # a subset of the status written
 //!   events: [{reason: Scaled}]       # exactly these events, each a subset
+//!   decorations:                     # exactly these, in order, each a subset
+//!     - {apiVersion: v1, kind: Pod, name: web-0, labels: {scraped: "true"}}
 //! ```
+//!
+//! A decoration's `labels` and `annotations` map each key to the value
+//! set, or to `null` for a key removed (as in a subset, `null` also
+//! matches a key the decoration does not name).
 //!
 //! `expect.error: TEXT` expects the reconcile to fail with a message
 //! holding `TEXT`. Only the `*.yaml` files directly in DIR are scenarios,
@@ -27,7 +33,7 @@ mod compare;
 pub use compare::{Difference, Mismatch, subset};
 
 use crate::render::{RenderError, Rendered, check_parent_kind, read_objects, reconcile_offline};
-use crate::runtime::{KindRef, Limits, Plugin, Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{Decoration, KindRef, Limits, Plugin, Runtime, RuntimeConfig, RuntimeError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -108,6 +114,8 @@ struct Expectation {
     #[serde(default)]
     events: Option<Vec<Value>>,
     #[serde(default)]
+    decorations: Option<Vec<Value>>,
+    #[serde(default)]
     error: Option<String>,
 }
 
@@ -130,6 +138,7 @@ struct Expected {
     children: Option<Vec<Value>>,
     status: Option<Value>,
     events: Option<Vec<Value>>,
+    decorations: Option<Vec<Value>>,
     error: Option<String>,
 }
 
@@ -199,6 +208,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
             .transpose()?,
         status: file.expect.status,
         events: file.expect.events,
+        decorations: file.expect.decorations,
         error: file.expect.error,
     };
     let title = file.description.unwrap_or_else(|| {
@@ -298,7 +308,30 @@ fn compare(expect: &Expected, rendered: Result<Rendered, RenderError>) -> Vec<Mi
             .collect();
         found.extend(subset("events", &Value::Array(events.clone()), &Value::Array(actual)));
     }
+    if let Some(decorations) = &expect.decorations {
+        let actual: Vec<Value> = rendered.decorations.iter().map(decoration_fields).collect();
+        found.extend(subset(
+            "decorations",
+            &Value::Array(decorations.clone()),
+            &Value::Array(actual),
+        ));
+    }
     found
+}
+
+/// A decoration as a scenario names it: its target's `apiVersion`, `kind`,
+/// `namespace` and `name`, and the `labels` and `annotations` it sets
+/// (`null`: removes).
+fn decoration_fields(decoration: &Decoration) -> Value {
+    let target = &decoration.target;
+    json!({
+        "apiVersion": target.kind.api_version,
+        "kind": target.kind.kind,
+        "namespace": target.namespace,
+        "name": target.name,
+        "labels": decoration.labels,
+        "annotations": decoration.annotations,
+    })
 }
 
 /// `apiVersion kind name`, how a child is named in a path.
@@ -359,6 +392,7 @@ mod tests {
             children: Some(children),
             status: Some(json!({"url": "http://x/"})),
             events: None,
+            decorations: None,
             error: None,
         }
     }
@@ -389,6 +423,40 @@ mod tests {
                 "children[apps/v1 Deployment web]: rendered, not expected",
             ]
         );
+    }
+
+    #[test]
+    fn decorations_are_compared_by_field() {
+        use crate::runtime::DecorationTarget;
+        let decoration = Decoration {
+            target: DecorationTarget {
+                kind: KindRef::new("v1", "Pod"),
+                namespace: Some("web".into()),
+                name: "web-0".into(),
+            },
+            labels: [
+                ("scraped".to_owned(), Some("true".to_owned())),
+                ("old".to_owned(), None),
+            ]
+            .into(),
+            annotations: Default::default(),
+        };
+        let mut have = rendered(Vec::new());
+        have.decorations = vec![decoration];
+        let mut expect = expected(Vec::new());
+        expect.children = None;
+        expect.decorations = Some(vec![
+            json!({"kind": "Pod", "name": "web-0", "labels": {"scraped": "false", "old": null}}),
+        ]);
+        let lines: Vec<String> = compare(&expect, Ok(have)).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [r#"decorations[0].labels.scraped: expected "false", got "true""#]
+        );
+        expect.decorations = Some(Vec::new());
+        let mut have = rendered(Vec::new());
+        have.decorations = Vec::new();
+        assert!(compare(&expect, Ok(have)).is_empty(), "none expected, none made");
     }
 
     #[test]

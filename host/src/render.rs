@@ -323,6 +323,24 @@ fn render_admission(
     related: Vec<Arc<str>>,
     config: Option<Value>,
 ) -> Result<String, RenderError> {
+    let verdict = admission_verdict(plugin, operation, object, old, related, config)?;
+    Ok(format!(
+        "---\n{}",
+        serde_yaml::to_string(&verdict).map_err(RenderError::Print)?
+    ))
+}
+
+/// What the admission webhooks would answer for `object` on `operation`:
+/// the plugin's defaults first (as a JSONPatch), then its validation of the
+/// defaulted object; `allowed` unless either objected, with the messages.
+pub fn admission_verdict(
+    plugin: &Plugin,
+    operation: Operation,
+    object: Value,
+    old: Option<Value>,
+    related: Vec<Arc<str>>,
+    config: Option<Value>,
+) -> Result<Value, RenderError> {
     let hooks = plugin.info().admission;
     let mut messages = Vec::new();
     let (defaulted, patch) = match plugin.default(&object, None)? {
@@ -351,18 +369,14 @@ fn render_admission(
             messages.extend(objections);
         }
     }
-    let verdict = json!({
+    Ok(json!({
         "operation": operation.to_string(),
         "plugin": plugin.info().name,
         "hooks": {"validate": hooks.validate, "default": hooks.default},
         "allowed": messages.is_empty(),
         "messages": messages,
         "patch": patch,
-    });
-    Ok(format!(
-        "---\n{}",
-        serde_yaml::to_string(&verdict).map_err(RenderError::Print)?
-    ))
+    }))
 }
 
 /// Reads a YAML stream of objects; empty documents are skipped.

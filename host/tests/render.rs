@@ -196,3 +196,67 @@ fn admission_prints_the_verdict_and_the_patch_of_the_defaults() {
     ]));
     assert!(error.contains("--admission update needs --old"), "{error}");
 }
+
+/// `trellis test` scenarios of admission (`admission: create|update`): the
+/// verdict is compared as a subset, and a wrong expectation names the field.
+#[test]
+fn admission_scenarios_check_the_verdict() {
+    let mydaemonset = guest_module("trellis-plugin-mydaemonset");
+    let dir = tempfile::tempdir().unwrap();
+    let (sample, no_image) = (sample("mydaemonset.yaml"), input("mydaemonset-no-image.yaml"));
+    let scenario = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+    scenario(
+        "a-create-without-image.yaml",
+        format!(
+            "parent: {}\nadmission: create\nexpect:\n  admission: {{allowed: false, messages: [image is required]}}\n",
+            no_image.display()
+        ),
+    );
+    scenario(
+        "an-update.yaml",
+        format!(
+            "parent: {0}\nadmission: update\nold: {0}\nexpect:\n  admission: {{operation: UPDATE, allowed: true, patch: []}}\n",
+            sample.display()
+        ),
+    );
+    let run = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["test", &dir.path().display().to_string(), "--plugin"])
+            .arg(&mydaemonset)
+            .output()
+            .expect("running trellis test");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("2 scenarios: 2 passed"), "{stdout}");
+
+    scenario(
+        "wrongly-allowed.yaml",
+        format!(
+            "parent: {}\nadmission: create\nexpect:\n  admission: {{allowed: true}}\n",
+            no_image.display()
+        ),
+    );
+    let (code, stdout) = run();
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("admission.allowed: expected true, got false"),
+        "{stdout}"
+    );
+
+    scenario(
+        "wrongly-allowed.yaml",
+        format!("parent: {}\nadmission: update\nexpect: {{}}\n", no_image.display()),
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["test", &dir.path().display().to_string(), "--plugin"])
+        .arg(&mydaemonset)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`admission: update` needs `old`"), "{stderr}");
+}

@@ -25,18 +25,25 @@
 //! matches a key the decoration does not name).
 //!
 //! `expect.error: TEXT` expects the reconcile to fail with a message
-//! holding `TEXT`. Only the `*.yaml` files directly in DIR are scenarios,
+//! holding `TEXT`.
+//!
+//! A scenario with `admission: create` (or `update`, with the stored object
+//! in `old`) runs the admission hooks on the parent instead, as
+//! `trellis render --admission` does, and `expect.admission` is a subset of
+//! the verdict: `{allowed: false, messages: [...]}`, or the `patch` of the
+//! defaults (`[{op: add, path: /spec/replicas, value: 1}]`). Only the `*.yaml` files directly in DIR are scenarios,
 //! so inputs may live in a subfolder.
 
 mod compare;
 
 pub use compare::{Difference, Mismatch, subset};
 
-use crate::render::{RenderError, Rendered, check_parent_kind, read_objects, reconcile_offline};
-use crate::runtime::{Decoration, KindRef, Limits, Plugin, Runtime, RuntimeConfig, RuntimeError};
+use crate::render::{RenderError, Rendered, admission_verdict, check_parent_kind, read_objects, reconcile_offline};
+use crate::runtime::{Decoration, KindRef, Limits, Operation, Plugin, Runtime, RuntimeConfig, RuntimeError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why scenarios could not be run (a failing scenario is a result, not
 /// an error).
@@ -54,6 +61,8 @@ pub enum ScenarioError {
     BadObjects { path: PathBuf, field: &'static str },
     #[error("{path}: {field} has no object")]
     NoObject { path: PathBuf, field: &'static str },
+    #[error("{path}: {problem}")]
+    Mixed { path: PathBuf, problem: &'static str },
     #[error("{path}: {source}")]
     Input { path: PathBuf, source: Box<RenderError> },
     #[error("cannot read the plugin {path}: {source}")]
@@ -100,7 +109,31 @@ struct ScenarioFile {
     /// The namespace of a parent that names none.
     #[serde(default)]
     namespace: Option<String>,
+    /// Run the admission hooks on the parent for this operation (`create`,
+    /// `update`) instead of a reconcile.
+    #[serde(default)]
+    admission: Option<AdmissionOperation>,
+    /// The stored object, for `admission: update`.
+    #[serde(default)]
+    old: Option<Value>,
     expect: Expectation,
+}
+
+/// The operations a scenario may run the admission hooks for.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AdmissionOperation {
+    Create,
+    Update,
+}
+
+impl From<AdmissionOperation> for Operation {
+    fn from(operation: AdmissionOperation) -> Self {
+        match operation {
+            AdmissionOperation::Create => Operation::Create,
+            AdmissionOperation::Update => Operation::Update,
+        }
+    }
 }
 
 /// What the plugin must answer.
@@ -116,6 +149,8 @@ struct Expectation {
     #[serde(default)]
     decorations: Option<Vec<Value>>,
     #[serde(default)]
+    admission: Option<Value>,
+    #[serde(default)]
     error: Option<String>,
 }
 
@@ -130,6 +165,8 @@ pub struct Scenario {
     observed: Vec<Value>,
     related: Vec<Value>,
     config: Option<Value>,
+    /// The admission operation and stored object, for an admission scenario.
+    admission: Option<(Operation, Option<Value>)>,
     expect: Expected,
 }
 
@@ -139,6 +176,7 @@ struct Expected {
     status: Option<Value>,
     events: Option<Vec<Value>>,
     decorations: Option<Vec<Value>>,
+    admission: Option<Value>,
     error: Option<String>,
 }
 
@@ -200,6 +238,39 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     if parent["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
         parent["metadata"]["namespace"] = json!(file.namespace.as_deref().unwrap_or("default"));
     }
+    let reconcile_expected = [
+        file.expect.children.is_some(),
+        file.expect.status.is_some(),
+        file.expect.events.is_some(),
+        file.expect.decorations.is_some(),
+    ]
+    .contains(&true);
+    let mixed = |problem| ScenarioError::Mixed {
+        path: path.to_owned(),
+        problem,
+    };
+    let admission = match (file.admission, file.old) {
+        (Some(_), _) if reconcile_expected => {
+            return Err(mixed(
+                "an admission scenario expects `admission` (or `error`), not children, status, events or decorations",
+            ));
+        }
+        (Some(AdmissionOperation::Update), None) => {
+            return Err(mixed("`admission: update` needs `old`, the stored object"));
+        }
+        (Some(operation), old) => {
+            let old = old
+                .map(|o| objects(Some(o), "old"))
+                .transpose()?
+                .and_then(|o| o.into_iter().next());
+            Some((operation.into(), old))
+        }
+        (None, Some(_)) => return Err(mixed("`old` is only for `admission: update`")),
+        (None, None) if file.expect.admission.is_some() => {
+            return Err(mixed("`expect.admission` needs `admission: create` or `update`"));
+        }
+        (None, None) => None,
+    };
     let expect = Expected {
         children: file
             .expect
@@ -209,6 +280,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         status: file.expect.status,
         events: file.expect.events,
         decorations: file.expect.decorations,
+        admission: file.expect.admission,
         error: file.expect.error,
     };
     let title = file.description.unwrap_or_else(|| {
@@ -223,6 +295,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         observed: objects(file.observed, "observed")?,
         related: objects(file.related, "related")?,
         config: file.config,
+        admission,
         expect,
     })
 }
@@ -254,6 +327,24 @@ fn objects_of(path: &Path, base: &Path, field: &'static str, value: Value) -> Re
 
 /// Runs one scenario through `plugin` and compares.
 pub fn run(plugin: &Plugin, scenario: &Scenario) -> Outcome {
+    if let Some((operation, old)) = &scenario.admission {
+        let verdict = check_parent_kind(plugin, &scenario.parent).and_then(|()| {
+            let related = scenario.related.iter().map(|r| Arc::from(r.to_string())).collect();
+            admission_verdict(
+                plugin,
+                *operation,
+                scenario.parent.clone(),
+                old.clone(),
+                related,
+                scenario.config.clone(),
+            )
+        });
+        return Outcome {
+            title: scenario.title.clone(),
+            path: scenario.path.clone(),
+            mismatches: compare_admission(&scenario.expect, verdict),
+        };
+    }
     let rendered = check_parent_kind(plugin, &scenario.parent).and_then(|()| {
         reconcile_offline(
             plugin,
@@ -271,21 +362,45 @@ pub fn run(plugin: &Plugin, scenario: &Scenario) -> Outcome {
     }
 }
 
-/// The pure part of [`run`]: every difference between the expectation and
-/// what was rendered (or the error it failed with).
-fn compare(expect: &Expected, rendered: Result<Rendered, RenderError>) -> Vec<Mismatch> {
+/// The call's result when the scenario expects an error (`Err`: no
+/// difference, or the one found), else what it returned.
+fn expected_outcome<T>(call: &str, expect: &Expected, result: Result<T, RenderError>) -> Result<T, Vec<Mismatch>> {
     let outcome = |expected: String, actual: String| {
         vec![Mismatch {
-            path: "reconcile".into(),
+            path: call.to_owned(),
             difference: Difference::Outcome { expected, actual },
         }]
     };
-    let rendered = match (rendered, &expect.error) {
-        (Err(e), Some(text)) if e.to_string().contains(text.as_str()) => return Vec::new(),
-        (Err(e), Some(text)) => return outcome(format!("an error with {text:?}"), format!("{:?}", e.to_string())),
-        (Err(e), None) => return outcome("success".into(), format!("the error {:?}", e.to_string())),
-        (Ok(_), Some(text)) => return outcome(format!("an error with {text:?}"), "success".into()),
-        (Ok(rendered), None) => rendered,
+    match (result, &expect.error) {
+        (Err(e), Some(text)) if e.to_string().contains(text.as_str()) => Err(Vec::new()),
+        (Err(e), Some(text)) => Err(outcome(
+            format!("an error with {text:?}"),
+            format!("{:?}", e.to_string()),
+        )),
+        (Err(e), None) => Err(outcome("success".into(), format!("the error {:?}", e.to_string()))),
+        (Ok(_), Some(text)) => Err(outcome(format!("an error with {text:?}"), "success".into())),
+        (Ok(value), None) => Ok(value),
+    }
+}
+
+/// [`compare`] for an admission scenario: the verdict against `expect.admission`.
+fn compare_admission(expect: &Expected, verdict: Result<Value, RenderError>) -> Vec<Mismatch> {
+    match expected_outcome("admission", expect, verdict) {
+        Err(found) => found,
+        Ok(verdict) => expect
+            .admission
+            .as_ref()
+            .map(|want| subset("admission", want, &verdict))
+            .unwrap_or_default(),
+    }
+}
+
+/// The pure part of [`run`]: every difference between the expectation and
+/// what was rendered (or the error it failed with).
+fn compare(expect: &Expected, rendered: Result<Rendered, RenderError>) -> Vec<Mismatch> {
+    let rendered = match expected_outcome("reconcile", expect, rendered) {
+        Err(found) => return found,
+        Ok(rendered) => rendered,
     };
     let mut found = Vec::new();
     if let Some(children) = &expect.children {
@@ -393,6 +508,7 @@ mod tests {
             status: Some(json!({"url": "http://x/"})),
             events: None,
             decorations: None,
+            admission: None,
             error: None,
         }
     }

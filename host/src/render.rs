@@ -116,7 +116,11 @@ pub fn render(input: &RenderInput) -> Result<String, RenderError> {
             (None, _) => None,
         };
         let related = related.iter().map(|r| Arc::from(r.to_string())).collect();
-        return render_admission(&plugin, operation, parent, old, related, config);
+        let verdict = admission_verdict(&plugin, operation, parent, old, related, config)?;
+        return Ok(format!(
+            "---\n{}",
+            serde_yaml::to_string(&verdict).map_err(RenderError::Print)?
+        ));
     }
     reconcile_offline(&plugin, &parent, &children, &related, config)?.to_yaml()
 }
@@ -311,28 +315,10 @@ impl GivenRelated {
     }
 }
 
-/// What the host's webhooks would answer for `object`: the plugin's
-/// `default` (and the JSONPatch of what it changed), then its `validate`
-/// of the defaulted object, printed as one YAML document. A refusal is a
-/// result, not an error.
-fn render_admission(
-    plugin: &Plugin,
-    operation: Operation,
-    object: Value,
-    old: Option<Value>,
-    related: Vec<Arc<str>>,
-    config: Option<Value>,
-) -> Result<String, RenderError> {
-    let verdict = admission_verdict(plugin, operation, object, old, related, config)?;
-    Ok(format!(
-        "---\n{}",
-        serde_yaml::to_string(&verdict).map_err(RenderError::Print)?
-    ))
-}
-
-/// What the admission webhooks would answer for `object` on `operation`:
-/// the plugin's defaults first (as a JSONPatch), then its validation of the
-/// defaulted object; `allowed` unless either objected, with the messages.
+/// What the host's webhooks would answer for `object` on `operation`: the
+/// plugin's `default` (and the JSONPatch of what it changed), then its
+/// `validate` of the defaulted object; `allowed` unless either objected,
+/// with the messages. A refusal is a result, not an error.
 pub fn admission_verdict(
     plugin: &Plugin,
     operation: Operation,

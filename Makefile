@@ -62,15 +62,18 @@ $(EXAMPLES_DIR)/labeler-typescript.wasm: tests/sdk-labeler/labeler.ts $(wildcard
 
 ## sdk-check: the SDKs' own tests (Python's unittest; TypeScript's type check
 ## of the SDK, its tests and the examples, then its unit tests)
-# (after the TypeScript example's build, which installs its node_modules)
-sdk-check: sdk-js/node_modules/.installed $(EXAMPLES_DIR)/website-typescript.wasm
+sdk-check: sdk-js/node_modules/.installed examples/website/typescript/node_modules/.installed
 	python3 -m unittest discover -s sdk-python/tests
 	sdk-js/node_modules/.bin/tsc -p sdk-js
 	node sdk-js/test/run.mjs
 
-$(EXAMPLES_DIR)/website-typescript.wasm: examples/website/typescript/website.ts $(wildcard sdk-js/src/*.ts) sdk-js/bin/trellis-js.mjs sdk-js/wit/reconciler.wit sdk-js/node_modules/.installed
+examples/website/typescript/node_modules/.installed: examples/website/typescript/package.json examples/website/typescript/package-lock.json sdk-js/node_modules/.installed
+	cd examples/website/typescript && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(EXAMPLES_DIR)/website-typescript.wasm: examples/website/typescript/website.ts $(wildcard sdk-js/src/*.ts) sdk-js/bin/trellis-js.mjs sdk-js/wit/reconciler.wit examples/website/typescript/node_modules/.installed
 	@mkdir -p $(EXAMPLES_DIR)
-	cd examples/website/typescript && npm ci --no-audit --no-fund --loglevel=error && npx trellis-js build website.ts -o $(CURDIR)/$@
+	cd examples/website/typescript && npx trellis-js build website.ts -o $(CURDIR)/$@
 
 ## envtest: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
 ## built from Go source through the module proxy (cached in ~/.cache/trellis)

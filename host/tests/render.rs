@@ -259,4 +259,19 @@ fn admission_scenarios_check_the_verdict() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("`admission: update` needs `old`"), "{stderr}");
+
+    scenario(
+        "wrongly-allowed.yaml",
+        format!(
+            "parent: {0}\nadmission: create\nold: {0}\nexpect: {{}}\n",
+            sample.display()
+        ),
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["test", &dir.path().display().to_string(), "--plugin"])
+        .arg(&mydaemonset)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`old` is only for `admission: update`"), "{stderr}");
 }

@@ -83,7 +83,7 @@ export function worldOf(plugin: Reconciler) {
     },
     related(parent: string) {
       const answer = plugin.related?.(JSON.parse(parent));
-      return answer === undefined ? undefined : answer.map(witSelector);
+      return answer == null ? undefined : answer.map(witSelector);
     },
     reconcile(req: { parent: string; children: string[]; related: string[]; config?: string; finalizing: boolean }) {
       let r: Response;

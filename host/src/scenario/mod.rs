@@ -22,7 +22,9 @@
 //!
 //! A decoration's `labels` and `annotations` map each key to the value
 //! set, or to `null` for a key removed (as in a subset, `null` also
-//! matches a key the decoration does not name).
+//! matches a key the decoration does not name). Its `namespace` is the one
+//! the plugin named: absent when it named none (the host then uses the
+//! parent's).
 //!
 //! `expect.error: TEXT` expects the reconcile to fail with a message
 //! holding `TEXT`.
@@ -125,15 +127,6 @@ struct ScenarioFile {
 enum AdmissionOperation {
     Create,
     Update,
-}
-
-impl From<AdmissionOperation> for Operation {
-    fn from(operation: AdmissionOperation) -> Self {
-        match operation {
-            AdmissionOperation::Create => Operation::Create,
-            AdmissionOperation::Update => Operation::Update,
-        }
-    }
 }
 
 /// What the plugin must answer.
@@ -249,23 +242,37 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         path: path.to_owned(),
         problem,
     };
+    let namespace = parent["metadata"]["namespace"].clone();
     let admission = match (file.admission, file.old) {
         (Some(_), _) if reconcile_expected => {
             return Err(mixed(
                 "an admission scenario expects `admission` (or `error`), not children, status, events or decorations",
             ));
         }
+        (Some(_), _) if file.observed.is_some() => {
+            return Err(mixed("an admission scenario has no observed children"));
+        }
         (Some(AdmissionOperation::Update), None) => {
             return Err(mixed("`admission: update` needs `old`, the stored object"));
         }
-        (Some(operation), old) => {
-            let old = old
-                .map(|o| objects(Some(o), "old"))
-                .transpose()?
-                .and_then(|o| o.into_iter().next());
-            Some((operation.into(), old))
+        (Some(AdmissionOperation::Update), Some(old)) => {
+            let mut old = objects(Some(old), "old")?
+                .into_iter()
+                .next()
+                .ok_or_else(|| ScenarioError::NoObject {
+                    path: path.to_owned(),
+                    field: "old",
+                })?;
+            // The stored object is where the parent is, as on the API server.
+            if old["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
+                old["metadata"]["namespace"] = namespace;
+            }
+            Some((Operation::Update, Some(old)))
         }
-        (None, Some(_)) => return Err(mixed("`old` is only for `admission: update`")),
+        (Some(AdmissionOperation::Create), None) => Some((Operation::Create, None)),
+        (Some(AdmissionOperation::Create), Some(_)) | (None, Some(_)) => {
+            return Err(mixed("`old` is only for `admission: update`"));
+        }
         (None, None) if file.expect.admission.is_some() => {
             return Err(mixed("`expect.admission` needs `admission: create` or `update`"));
         }

@@ -7,7 +7,6 @@ use crate::monitors::identity;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_sdk::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use trellis_sdk::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use trellis_sdk::serde_json::{self, Value};
 
 /// A checked PrometheusRule: one file of the rules ConfigMap.
@@ -79,8 +78,9 @@ struct Rule {
     record: Option<String>,
     alert: Option<String>,
     /// The PromQL expression.
+    // A JSON value, not an IntOrString: any number is an expression.
     #[cfg_attr(test, schemars(required, schema_with = "trellis_sdk::crd::int_or_string"))]
-    expr: Option<IntOrString>,
+    expr: Option<Value>,
     #[cfg_attr(test, schemars(pattern(crate::duration::PATTERN)))]
     #[serde(rename = "for")]
     for_: Option<String>,
@@ -109,9 +109,9 @@ fn check_groups(groups: &[RuleGroup]) -> Result<(), String> {
                 return Err(format!("group {name:?} rule {i} needs exactly one of record and alert"));
             }
             let expr = match &rule.expr {
-                Some(IntOrString::String(s)) => !s.trim().is_empty(),
-                Some(IntOrString::Int(_)) => true,
-                None => false,
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(Value::Number(_)) => true,
+                _ => false,
             };
             if !expr {
                 return Err(format!("group {name:?} rule {i} has no expr"));
@@ -167,6 +167,8 @@ mod tests {
         assert_eq!(parsed["groups"][0]["rules"][0]["expr"], "up == 0");
         assert_eq!(parsed["groups"][0]["rules"][1]["record"], "job:up:sum");
         assert_eq!(rule(json!({})).unwrap().content, "groups: []\n");
+        let number = json!({"groups": [{"name": "g", "rules": [{"record": "r", "expr": 1.5}]}]});
+        assert!(rule(number).is_ok(), "a number is an expression");
     }
 
     #[test]

@@ -228,9 +228,10 @@ fn admission_scenarios_check_the_verdict() {
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     };
-    let (code, stdout) = run();
+    let (code, stdout, _) = run();
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("2 scenarios: 2 passed"), "{stdout}");
 
@@ -241,7 +242,7 @@ fn admission_scenarios_check_the_verdict() {
             no_image.display()
         ),
     );
-    let (code, stdout) = run();
+    let (code, stdout, _) = run();
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("admission.allowed: expected true, got false"),
@@ -252,12 +253,7 @@ fn admission_scenarios_check_the_verdict() {
         "wrongly-allowed.yaml",
         format!("parent: {}\nadmission: update\nexpect: {{}}\n", no_image.display()),
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["test", &dir.path().display().to_string(), "--plugin"])
-        .arg(&mydaemonset)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, _, stderr) = run();
     assert!(stderr.contains("`admission: update` needs `old`"), "{stderr}");
 
     scenario(
@@ -267,11 +263,6 @@ fn admission_scenarios_check_the_verdict() {
             sample.display()
         ),
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["test", &dir.path().display().to_string(), "--plugin"])
-        .arg(&mydaemonset)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, _, stderr) = run();
     assert!(stderr.contains("`old` is only for `admission: update`"), "{stderr}");
 }

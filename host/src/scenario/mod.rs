@@ -221,13 +221,17 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         None => Ok(Vec::new()),
         Some(value) => objects_of(path, base, field, value),
     };
-    let mut parent = objects(Some(file.parent), "parent")?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ScenarioError::NoObject {
-            path: path.to_owned(),
-            field: "parent",
-        })?;
+    // The first object of a field that holds exactly one.
+    let one_object = |value: Value, field| {
+        objects(Some(value), field)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ScenarioError::NoObject {
+                path: path.to_owned(),
+                field,
+            })
+    };
+    let mut parent = one_object(file.parent, "parent")?;
     if parent["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
         parent["metadata"]["namespace"] = json!(file.namespace.as_deref().unwrap_or("default"));
     }
@@ -256,13 +260,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
             return Err(mixed("`admission: update` needs `old`, the stored object"));
         }
         (Some(AdmissionOperation::Update), Some(old)) => {
-            let mut old = objects(Some(old), "old")?
-                .into_iter()
-                .next()
-                .ok_or_else(|| ScenarioError::NoObject {
-                    path: path.to_owned(),
-                    field: "old",
-                })?;
+            let mut old = one_object(old, "old")?;
             // The stored object is where the parent is, as on the API server.
             if old["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
                 old["metadata"]["namespace"] = namespace;

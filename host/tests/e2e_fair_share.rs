@@ -2,9 +2,12 @@
 //! ServiceAccount under exactly `deploy/`'s RBAC: four tenants each loop on
 //! 32 parents until a 60 s deadline (the host admits 8 calls of each at
 //! once, 32 looping calls on one call slot per core), and a fifth tenant's
-//! create-to-child latency stays within twice its calm figure. Without
-//! turns, the looping calls held every call slot for their whole deadline
-//! and the fifth waited for one to end.
+//! create-to-child latency stays within twice its calm figure, or within
+//! `NOISE_ALLOWANCE` of it where that is more: calm figures are tens of ms
+//! on a two-core machine that also runs the control plane, so a few ms of
+//! scheduling noise can double them (a CI run once measured 11 ms calm,
+//! 26 ms loaded). With turns switched off, the looping calls held the call
+//! slots and the fifth tenant's median rose to about 9x calm (99 ms).
 
 mod common;
 
@@ -23,7 +26,10 @@ const LOOPING_TENANTS: usize = 4;
 const LOOPING_PARENTS: usize = 32;
 const LOOP_DEADLINE_MS: u64 = 60_000;
 /// Greeters the fifth tenant creates for each figure (the median counts).
-const SAMPLES: usize = 7;
+const SAMPLES: usize = 15;
+/// Added latency the bound tolerates however small the calm figure: three
+/// 10 ms epoch ticks, well below what waiting without turns adds.
+const NOISE_ALLOWANCE: Duration = Duration::from_millis(30);
 
 /// CPU time this process (the host runs in it) has used so far.
 fn cpu_time() -> Duration {
@@ -133,9 +139,10 @@ async fn looping_tenants_leave_another_its_share_of_the_cpu() {
         cores_used >= 0.5,
         "the host used {cores_used:.2} cores while 32 calls looped: they were not running"
     );
+    let bound = (calm_figure * 2).max(calm_figure + NOISE_ALLOWANCE);
     assert!(
-        loaded_figure <= calm_figure * 2,
-        "beside the looping tenants the fifth tenant's create-to-child median was {loaded_figure:?}, over twice its calm {calm_figure:?}"
+        loaded_figure <= bound,
+        "beside the looping tenants the fifth tenant's create-to-child median was {loaded_figure:?}, over {bound:?} (twice its calm {calm_figure:?}, or {NOISE_ALLOWANCE:?} over it)"
     );
     host.stop().await;
 }

@@ -75,10 +75,11 @@ $(EXAMPLES_DIR)/website-typescript.wasm: examples/website/typescript/website.ts 
 	@mkdir -p $(EXAMPLES_DIR)
 	cd examples/website/typescript && npx trellis-js build website.ts -o $(CURDIR)/$@
 
-## envtest: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
-## built from Go source through the module proxy (cached in ~/.cache/trellis)
+## envtest: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok and
+## kubectl (e2e_readme runs the README's kubectl lines), built from Go source
+## through the module proxy (cached in ~/.cache/trellis)
 envtest:
-	tests/control-plane build --with-kwok
+	tests/control-plane build --with-kwok --with-kubectl
 
 ## promtool: Prometheus's promtool from Go source through the module proxy (cached in
 ## ~/.cache/trellis); render_monitoring checks the generated configs with it

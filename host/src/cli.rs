@@ -46,7 +46,7 @@ pub enum Command {
 pub enum PluginCommand {
     /// Print a ConfigMap holding the module and a ClusterReconcilerPlugin (or,
     /// with --service-account, a tenant's ReconcilerPlugin) registering
-    /// it (sha256 pinned), ready for `kubectl apply -f -`.
+    /// it (sha256 pinned), ready for `kubectl apply --server-side -f -`.
     Pack(PackArgs),
 }
 
@@ -84,8 +84,12 @@ pub fn run_pack(args: PackArgs) -> Result<(), crate::pack::PackError> {
         service_account_ref: args.service_account_ref,
         gzip: args.gzip,
     };
-    print!("{}", crate::pack::pack(&input)?);
-    Ok(())
+    let yaml = crate::pack::pack(&input)?;
+    // A reader that stops early (`| head`) is not an error of pack's.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.map_err(crate::pack::PackError::Print),
+    }
 }
 
 /// Arguments of `trellis run`.

@@ -1,5 +1,7 @@
 //! `trellis plugin pack`: a module as a ConfigMap plus the registration that
-//! serves it (digest pinned), as YAML ready for `kubectl apply -f -`: a
+//! serves it (digest pinned), as YAML ready for `kubectl apply --server-side
+//! -f -` (client-side apply copies the module into an annotation capped at
+//! 256 KiB, which a module outgrows): a
 //! `ClusterReconcilerPlugin`, or with a ServiceAccount a tenant's namespaced
 //! `ReconcilerPlugin`.
 //!
@@ -19,6 +21,12 @@ use std::path::PathBuf;
 const CONFIG_MAP_LIMIT: usize = 1 << 20;
 /// Compress above this size even when not asked (leaves room for metadata).
 const COMPRESS_ABOVE: usize = 900 << 10;
+
+/// The first lines of the output: how to apply it. Client-side `kubectl
+/// apply` would copy the module into `last-applied-configuration`, an
+/// annotation Kubernetes caps at 256 KiB, and refuse every bundled plugin.
+const APPLY_HINT: &str = "# apply with `kubectl apply --server-side -f -` or `kubectl create -f -`; client-side\n\
+     # `kubectl apply` copies the module into an annotation capped at 256 KiB";
 
 /// What to pack.
 #[derive(Debug, Clone)]
@@ -51,6 +59,8 @@ pub enum PackError {
         "{path} is {size} bytes compressed; a ConfigMap holds at most {CONFIG_MAP_LIMIT}: ship it as a file in the plugins folder"
     )]
     TooLarge { path: PathBuf, size: usize },
+    #[error("cannot print the YAML: {0}")]
+    Print(std::io::Error),
     #[error("{0} is not a valid name (lowercase letters, digits and '-')")]
     BadName(String),
     #[error("service account reference {0:?} is not NAMESPACE/NAME")]
@@ -130,7 +140,7 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
         registration["spec"]["serviceAccountName"] = json!(service_account);
     }
     let mut out = format!(
-        "# {} {} reconciles {}; module sha256 {sha256}\n",
+        "# {} {} reconciles {}; module sha256 {sha256}\n{APPLY_HINT}\n",
         info.name, info.version, info.parent
     );
     for document in [config_map, registration] {

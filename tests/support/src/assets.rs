@@ -104,6 +104,11 @@ impl Assets {
         }
     }
 
+    /// Path of `kubectl`, checked to exist (built with `--with-kubectl`).
+    pub fn kubectl(&self) -> Result<PathBuf, AssetsError> {
+        self.binary("kubectl", " --with-kubectl")
+    }
+
     /// Path of `kwok`, checked to exist.
     pub fn kwok(&self) -> Result<PathBuf, AssetsError> {
         self.binary("kwok", " --with-kwok")

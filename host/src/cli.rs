@@ -48,6 +48,44 @@ pub enum PluginCommand {
     /// with --service-account, a tenant's ReconcilerPlugin) registering
     /// it (sha256 pinned), ready for `kubectl apply --server-side -f -`.
     Pack(PackArgs),
+    /// Publish a module to an OCI registry as a Wasm artifact (config
+    /// application/vnd.wasm.config.v0+json, layer application/wasm), after
+    /// checking it loads. Credentials from TRELLIS_REGISTRY_USERNAME and
+    /// TRELLIS_REGISTRY_PASSWORD; prints the manifest's digest.
+    Push(PushArgs),
+}
+
+/// Arguments of `trellis plugin push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The module (`.wasm`).
+    pub module: PathBuf,
+    /// Where: registry/repository:tag.
+    pub reference: String,
+    /// A PEM CA certificate to trust for the registry, besides the system's.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Runs `trellis plugin push`, printing where the module now is.
+pub fn run_push(args: PushArgs) -> Result<(), crate::oci::publish::PublishError> {
+    let published = crate::oci::publish::publish(&crate::oci::publish::PublishInput {
+        module: args.module,
+        reference: args.reference.clone(),
+        ca_file: args.ca_file,
+    })?;
+    let info = &published.info;
+    println!(
+        "pushed {} {} (reconciles {}; module sha256 {}) to {}\ndigest: {}\npinned: {}",
+        info.name,
+        info.version,
+        info.parent,
+        published.pushed.module_sha256,
+        args.reference,
+        published.pushed.manifest_digest,
+        published.pushed.pinned
+    );
+    Ok(())
 }
 
 /// Arguments of `trellis plugin pack`.

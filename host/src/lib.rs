@@ -20,6 +20,7 @@ pub mod leader;
 pub mod leadership;
 pub mod memory;
 pub mod metrics;
+pub mod oci;
 pub mod pack;
 pub mod registry;
 pub mod render;

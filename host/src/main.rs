@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_init, run_pack, run_render, run_test};
+use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_init, run_pack, run_push, run_render, run_test};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Pack(args)) => {
             offline_logs();
             run_pack(args).map_err(Into::into)
+        }
+        Command::Plugin(PluginCommand::Push(args)) => {
+            offline_logs();
+            run_push(args).map_err(Into::into)
         }
         Command::Crd { kind } => {
             let cluster = trellis::crd::cluster_crd_yaml();

@@ -9,7 +9,7 @@
 //! (1 MiB) or asked for; the pin is the sha256 of the uncompressed module,
 //! which is what the host checks after decompressing.
 
-use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError, digest};
+use crate::runtime::{Limits, PluginInfo, Runtime, RuntimeConfig, RuntimeError, digest};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
@@ -83,16 +83,7 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
         (_, Some(reference)) => Some(service_account_ref(reference)?),
         _ => None,
     };
-    let bytes = std::fs::read(&input.module).map_err(|source| PackError::Read {
-        path: input.module.clone(),
-        source,
-    })?;
-    // Refuse what the host would refuse: it must load and describe itself.
-    let runtime = Runtime::new(RuntimeConfig {
-        max_instances: 2,
-        ..RuntimeConfig::default()
-    })?;
-    let plugin = runtime.load(&input.module.display().to_string(), &bytes, Limits::default())?;
+    let (bytes, info) = checked_module(&input.module)?;
     let sha256 = digest(&bytes);
     let payload = if input.gzip || bytes.len() > COMPRESS_ABOVE {
         gzip(&bytes)
@@ -118,7 +109,6 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
     let mut config_map = serde_json::to_value(&config_map).expect("a ConfigMap serialises");
     config_map["apiVersion"] = json!("v1");
     config_map["kind"] = json!("ConfigMap");
-    let info = plugin.info();
     let mut registration = json!({
         "apiVersion": "trellis.dev/v1alpha1",
         "kind": "ClusterReconcilerPlugin",
@@ -148,6 +138,24 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
         out.push_str(&serde_yaml::to_string(&document).expect("YAML of JSON"));
     }
     Ok(out)
+}
+
+/// The module at `path` and what it says of itself, refused as the host
+/// would refuse it: it must load and describe itself.
+pub fn checked_module(path: &std::path::Path) -> Result<(Vec<u8>, PluginInfo), PackError> {
+    let bytes = std::fs::read(path).map_err(|source| PackError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    })?;
+    let info = runtime
+        .load(&path.display().to_string(), &bytes, Limits::default())?
+        .info()
+        .clone();
+    Ok((bytes, info))
 }
 
 /// `namespace/name` of a ServiceAccount, checked.

@@ -22,6 +22,7 @@ mod env;
 pub mod kwok;
 pub mod process;
 pub mod proxy;
+pub mod registry;
 mod shared;
 pub mod wait;
 

@@ -1,0 +1,293 @@
+//! Plugin modules as OCI artifacts: push a module to a registry, resolve a
+//! tag to the digest of its manifest, and pull a module back, checked
+//! against the manifest's layer digest and, when pinned, the module's
+//! sha256. The protocol is oci-client's; the artifact layout (media types,
+//! config, which layer is the module) is [`layout`]'s.
+//!
+//! A reference is `registry/repository:tag` or `registry/repository@sha256:…`.
+//! TLS goes through rustls with ring (installed as the process's provider
+//! when none is), trusting the system's roots plus any given here.
+
+pub mod layout;
+pub mod publish;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, Config, ImageLayer};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::runtime::digest;
+pub use layout::LayoutError;
+
+/// How to reach a registry: credentials and extra roots of trust.
+#[derive(Clone, Default)]
+pub struct RegistryAccess {
+    /// Basic-auth user and password; anonymous when `None`.
+    pub basic: Option<(String, String)>,
+    /// PEM certificates trusted besides the system's roots.
+    pub extra_roots_pem: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RegistryAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAccess")
+            .field("user", &self.basic.as_ref().map(|(user, _)| user))
+            .field("extra_roots", &self.extra_roots_pem.len())
+            .finish()
+    }
+}
+
+/// A module published by [`push`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The digest of the manifest the reference now names.
+    pub manifest_digest: String,
+    /// `registry/repository@sha256:…`, the immutable reference.
+    pub pinned: String,
+    /// The module's sha256 (hex), as registrations pin it.
+    pub module_sha256: String,
+}
+
+/// A module fetched by [`pull`].
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The digest of the manifest the reference resolved to.
+    pub manifest_digest: String,
+    /// The module.
+    pub bytes: Vec<u8>,
+    /// Its sha256 (hex).
+    pub module_sha256: String,
+}
+
+/// Why an OCI operation failed; each names the reference.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// The reference does not parse.
+    #[error("{reference:?} is not an OCI reference (registry/repository:tag or @sha256:…): {reason}")]
+    BadReference {
+        /// As given.
+        reference: String,
+        /// The parser's words.
+        reason: String,
+    },
+    /// A certificate given to trust is not PEM.
+    #[error("a CA certificate to trust for the registry is not PEM")]
+    BadRoot,
+    /// The registry refused the credentials (or their absence).
+    #[error("the registry refused access to {reference}: {reason}")]
+    Unauthorized {
+        /// The reference.
+        reference: String,
+        /// What the registry said.
+        reason: String,
+    },
+    /// No manifest under that tag or digest.
+    #[error("{reference} was not found in its registry")]
+    NotFound {
+        /// The reference.
+        reference: String,
+    },
+    /// The manifest is not a Wasm artifact's.
+    #[error("{reference} is not a Wasm module artifact: {source}")]
+    NotAModule {
+        /// The reference.
+        reference: String,
+        /// What is wrong with it.
+        source: LayoutError,
+    },
+    /// The reference's digest is not the manifest's.
+    #[error("{reference}: the registry served a manifest of digest {actual}")]
+    ManifestDigestMismatch {
+        /// The reference (with the digest asked for).
+        reference: String,
+        /// The digest of what was served.
+        actual: String,
+    },
+    /// The module is not the one pinned.
+    #[error("{reference}: the module's sha256 is {actual}, the registration pins {expected}")]
+    ModuleDigestMismatch {
+        /// The reference.
+        reference: String,
+        /// The pinned sha256.
+        expected: String,
+        /// The pulled module's.
+        actual: String,
+    },
+    /// Any other failure of the protocol or the connection.
+    #[error("{operation} {reference}: {source}")]
+    Registry {
+        /// What was being done (`pull`, `push`, `resolve`).
+        operation: &'static str,
+        /// The reference.
+        reference: String,
+        /// oci-client's error.
+        source: OciDistributionError,
+    },
+}
+
+/// Parses a reference (`registry/repository:tag` or `@sha256:…`).
+pub fn parse_reference(reference: &str) -> Result<Reference, OciError> {
+    reference.parse::<Reference>().map_err(|e| OciError::BadReference {
+        reference: reference.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Publishes `module` under `reference` in the Wasm OCI artifact layout.
+pub async fn push(module: &[u8], reference: &str, access: &RegistryAccess) -> Result<Pushed, OciError> {
+    let parsed = parse_reference(reference)?;
+    let client = client(access)?;
+    let auth = auth(access);
+    let layer = ImageLayer::new(module.to_vec(), layout::WASM_LAYER.to_owned(), None);
+    let config = Config::new(
+        layout::config_json(&layer.sha256_digest()),
+        layout::WASM_CONFIG_V0.to_owned(),
+        None,
+    );
+    let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+    client
+        .push(&parsed, &[layer], config, &auth, Some(manifest))
+        .await
+        .map_err(|e| classify("push", reference, e))?;
+    let manifest_digest = client
+        .fetch_manifest_digest(&parsed, &auth)
+        .await
+        .map_err(|e| classify("resolve", reference, e))?;
+    Ok(Pushed {
+        pinned: format!("{}/{}@{manifest_digest}", parsed.registry(), parsed.repository()),
+        manifest_digest,
+        module_sha256: digest(module),
+    })
+}
+
+/// The digest of the manifest `reference` names now (a tag's current one).
+pub async fn resolve(reference: &str, access: &RegistryAccess) -> Result<String, OciError> {
+    let parsed = parse_reference(reference)?;
+    client(access)?
+        .fetch_manifest_digest(&parsed, &auth(access))
+        .await
+        .map_err(|e| classify("resolve", reference, e))
+}
+
+/// Fetches the module `reference` names, checking the manifest against a
+/// digest in the reference and the module against `expected_sha256`.
+pub async fn pull(reference: &str, access: &RegistryAccess, expected_sha256: Option<&str>) -> Result<Pulled, OciError> {
+    let parsed = parse_reference(reference)?;
+    let client = client(access)?;
+    let (manifest, manifest_digest, _config) = client
+        .pull_manifest_and_config(&parsed, &auth(access))
+        .await
+        .map_err(|e| classify("pull", reference, e))?;
+    if let Some(asked) = parsed.digest()
+        && asked != manifest_digest
+    {
+        return Err(OciError::ManifestDigestMismatch {
+            reference: reference.to_owned(),
+            actual: manifest_digest,
+        });
+    }
+    let layer = layout::module_layer(&manifest).map_err(|source| OciError::NotAModule {
+        reference: reference.to_owned(),
+        source,
+    })?;
+    let mut bytes = Vec::new();
+    // oci-client checks the blob against the layer's digest as it reads.
+    client
+        .pull_blob(&parsed, layer, &mut bytes)
+        .await
+        .map_err(|e| classify("pull", reference, e))?;
+    let module_sha256 = digest(&bytes);
+    if let Some(expected) = expected_sha256
+        && !expected.eq_ignore_ascii_case(&module_sha256)
+    {
+        return Err(OciError::ModuleDigestMismatch {
+            reference: reference.to_owned(),
+            expected: expected.to_owned(),
+            actual: module_sha256,
+        });
+    }
+    Ok(Pulled {
+        manifest_digest,
+        bytes,
+        module_sha256,
+    })
+}
+
+fn client(access: &RegistryAccess) -> Result<Client, OciError> {
+    // reqwest is built without a provider of its own: the process's, ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut extra_root_certificates = Vec::new();
+    for pem in &access.extra_roots_pem {
+        if !pem.starts_with(b"-----BEGIN") {
+            return Err(OciError::BadRoot);
+        }
+        extra_root_certificates.push(Certificate {
+            encoding: CertificateEncoding::Pem,
+            data: pem.clone(),
+        });
+    }
+    Ok(Client::new(ClientConfig {
+        extra_root_certificates,
+        ..ClientConfig::default()
+    }))
+}
+
+fn auth(access: &RegistryAccess) -> RegistryAuth {
+    match &access.basic {
+        Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+        None => RegistryAuth::Anonymous,
+    }
+}
+
+/// oci-client's error, sorted into the causes a registration reports.
+fn classify(operation: &'static str, reference: &str, source: OciDistributionError) -> OciError {
+    use oci_client::errors::OciErrorCode;
+    let reference = reference.to_owned();
+    match &source {
+        OciDistributionError::AuthenticationFailure(reason) => OciError::Unauthorized {
+            reference,
+            reason: reason.clone(),
+        },
+        OciDistributionError::UnauthorizedError { url } => OciError::Unauthorized {
+            reference,
+            reason: format!("401 from {url}"),
+        },
+        OciDistributionError::ImageManifestNotFoundError(_) => OciError::NotFound { reference },
+        OciDistributionError::ServerError { code: 404, .. } => OciError::NotFound { reference },
+        OciDistributionError::ServerError {
+            code: 401 | 403,
+            message,
+            ..
+        } => OciError::Unauthorized {
+            reference,
+            reason: message.clone(),
+        },
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+                )
+            }) =>
+        {
+            OciError::NotFound { reference }
+        }
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
+        {
+            OciError::Unauthorized {
+                reference,
+                reason: source.to_string(),
+            }
+        }
+        _ => OciError::Registry {
+            operation,
+            reference,
+            source,
+        },
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod layout;
 pub mod publish;
+pub mod pull_secret;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, Config, ImageLayer};
 use oci_client::errors::OciDistributionError;

@@ -204,6 +204,29 @@ async fn wrong_digests_credentials_and_artifacts_are_refused() {
         "{err}"
     );
 
+    // A module over the host's limit is refused by its declared size.
+    let huge = format!("{}/team/huge:1", registry.host());
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.resize(trellis::runtime::MAX_MODULE_BYTES + 1, 0);
+    let layer = ImageLayer::new(bytes, oci::layout::WASM_LAYER.to_owned(), None);
+    let config = Config::new(
+        oci::layout::config_json(&layer.sha256_digest()),
+        oci::layout::WASM_CONFIG_V0.to_owned(),
+        None,
+    );
+    client
+        .push(
+            &huge.parse().unwrap(),
+            &[layer],
+            config,
+            &RegistryAuth::Basic(REGISTRY_USER.into(), REGISTRY_PASSWORD.into()),
+            None,
+        )
+        .await
+        .unwrap();
+    let err = oci::pull(&huge, &access, None).await.unwrap_err();
+    assert!(matches!(err, OciError::TooLarge { .. }), "{err}");
+
     // A bad reference.
     assert!(matches!(
         oci::pull("Not A Reference", &access, None).await,

@@ -18,7 +18,7 @@ use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::runtime::digest;
+use crate::runtime::{MAX_MODULE_BYTES, digest};
 pub use layout::LayoutError;
 
 /// How to reach a registry: credentials and extra roots of trust.
@@ -115,6 +115,16 @@ pub enum OciError {
         /// The pulled module's.
         actual: String,
     },
+    /// The module is larger than the host takes.
+    #[error("{reference}: the module is {size} bytes, over the {limit} a module may have")]
+    TooLarge {
+        /// The reference.
+        reference: String,
+        /// Its size, as the manifest gives it or as far as it was read.
+        size: u64,
+        /// [`MAX_MODULE_BYTES`].
+        limit: usize,
+    },
     /// Any other failure of the protocol or the connection.
     #[error("{operation} {reference}: {source}")]
     Registry {
@@ -192,12 +202,23 @@ pub async fn pull(reference: &str, access: &RegistryAccess, expected_sha256: Opt
         reference: reference.to_owned(),
         source,
     })?;
-    let mut bytes = Vec::new();
-    // oci-client checks the blob against the layer's digest as it reads.
-    client
-        .pull_blob(&parsed, layer, &mut bytes)
-        .await
-        .map_err(|e| classify("pull", reference, e))?;
+    let too_large = |size: u64| OciError::TooLarge {
+        reference: reference.to_owned(),
+        size,
+        limit: MAX_MODULE_BYTES,
+    };
+    if layer.size < 0 || layer.size as u64 > MAX_MODULE_BYTES as u64 {
+        return Err(too_large(layer.size.max(0) as u64));
+    }
+    // oci-client checks the blob against the layer's digest as it reads; a
+    // registry serving more than it declared is cut off at the limit.
+    let mut sink = LimitedSink::default();
+    let pulled = client.pull_blob(&parsed, layer, &mut sink).await;
+    if sink.overflowed {
+        return Err(too_large(sink.bytes.len() as u64));
+    }
+    pulled.map_err(|e| classify("pull", reference, e))?;
+    let bytes = sink.bytes;
     let module_sha256 = digest(&bytes);
     if let Some(expected) = expected_sha256
         && !expected.eq_ignore_ascii_case(&module_sha256)
@@ -213,6 +234,42 @@ pub async fn pull(reference: &str, access: &RegistryAccess, expected_sha256: Opt
         bytes,
         module_sha256,
     })
+}
+
+/// Collects a blob, refusing to grow past [`MAX_MODULE_BYTES`].
+#[derive(Default)]
+struct LimitedSink {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl tokio::io::AsyncWrite for LimitedSink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + buf.len() > MAX_MODULE_BYTES {
+            self.overflowed = true;
+            return std::task::Poll::Ready(Err(std::io::Error::other("the module exceeds the size limit")));
+        }
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 fn client(access: &RegistryAccess) -> Result<Client, OciError> {
@@ -290,5 +347,20 @@ fn classify(operation: &'static str, reference: &str, source: OciDistributionErr
             reference,
             source,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_blob_past_the_module_limit_is_cut_off() {
+        let mut sink = LimitedSink::default();
+        sink.write_all(&vec![0; MAX_MODULE_BYTES]).await.unwrap();
+        assert!(sink.write_all(&[0]).await.is_err());
+        assert!(sink.overflowed);
+        assert_eq!(sink.bytes.len(), MAX_MODULE_BYTES);
     }
 }

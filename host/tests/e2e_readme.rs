@@ -82,10 +82,6 @@ async fn the_readme_tenant_example_runs_as_written() {
     let work = tempfile::tempdir().unwrap();
     let module = trellis::testing::guest_module("trellis-test-greeter-v1");
     std::fs::copy(&module, work.path().join("greeter.wasm")).unwrap();
-    assert!(
-        std::fs::metadata(&module).unwrap().len() as usize > ANNOTATIONS_CAP,
-        "the greeter module must outgrow the annotations cap for this test to show anything"
-    );
     let block = readme_block("trellis plugin pack greeter.wasm");
     let out = run_sh(env, work.path(), &block);
     assert!(
@@ -101,6 +97,12 @@ async fn the_readme_tenant_example_runs_as_written() {
         .get("greeter")
         .await
         .unwrap();
+    // What was applied, not the file, must outgrow the cap for this test to show anything.
+    let packed: usize = config_map.binary_data.iter().flatten().map(|(_, v)| v.0.len()).sum();
+    assert!(
+        packed * 4 / 3 > ANNOTATIONS_CAP,
+        "the packed module ({packed} bytes) must outgrow the annotations cap in base64"
+    );
     let annotations = config_map.metadata.annotations.unwrap_or_default();
     assert!(
         !annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"),
@@ -148,6 +150,10 @@ async fn the_readme_tenant_example_runs_as_written() {
             .unwrap()
             .is_none()
     );
+
+    // kubectl applies the stream's documents one by one: the registration
+    // after the refused ConfigMap went in, and points at nothing.
+    let _ = registrations.delete("greeter-client-side", &Default::default()).await;
 
     host.stop().await;
     let _ = Api::<Namespace>::all(admin).delete(TEAM, &Default::default()).await;

@@ -97,11 +97,21 @@ async fn a_pushed_module_pulls_back_by_tag_and_by_digest_and_a_tag_moves() {
         )
         .await
         .unwrap();
+    assert_eq!(
+        manifest.media_type.as_deref(),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
     assert_eq!(manifest.config.media_type, "application/vnd.wasm.config.v0+json");
     let layers: Vec<&str> = manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
     assert_eq!(layers, ["application/wasm"]);
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(config["layerDigests"][0], manifest.layers[0].digest.as_str());
+    assert!(
+        config["created"]
+            .as_str()
+            .is_some_and(|c| c.parse::<jiff::Timestamp>().is_ok()),
+        "{config}"
+    );
 
     // By digest, pinned to the module too.
     let pinned = format!("{}/plugins/msdeploy@{digest}", registry.host());
@@ -176,7 +186,22 @@ async fn wrong_digests_credentials_and_artifacts_are_refused() {
         ..access.clone()
     };
     let err = oci::pull(&reference, &untrusted, None).await.unwrap_err();
-    assert!(matches!(err, OciError::Registry { operation: "pull", .. }), "{err}");
+    let OciError::Registry {
+        operation: "pull",
+        cause,
+        ..
+    } = &err
+    else {
+        panic!("expected a registry error, got {err}");
+    };
+    let mut chain = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(cause);
+    while let Some(e) = next {
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    let chain = chain.join(": ");
+    assert!(chain.to_lowercase().contains("certificate"), "{chain}");
 
     // A container image is not a module.
     let image = format!("{}/team/not-a-module:1", registry.host());
@@ -226,6 +251,21 @@ async fn wrong_digests_credentials_and_artifacts_are_refused() {
         .unwrap();
     let err = oci::pull(&huge, &access, None).await.unwrap_err();
     assert!(matches!(err, OciError::TooLarge { .. }), "{err}");
+
+    // A module whose stored bytes were altered no longer matches its digest.
+    let pulled = oci::pull(&reference, &access, None).await.unwrap();
+    let layer_hex = trellis::runtime::digest(&pulled.bytes);
+    let blob = registry
+        .storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer_hex[..2])
+        .join(&layer_hex)
+        .join("data");
+    let mut altered = std::fs::read(&blob).unwrap();
+    *altered.last_mut().unwrap() ^= 0xff;
+    std::fs::write(&blob, altered).unwrap();
+    let err = oci::pull(&reference, &access, None).await.unwrap_err();
+    assert!(matches!(err, OciError::ContentDigestMismatch { .. }), "{err}");
 
     // A bad reference.
     assert!(matches!(

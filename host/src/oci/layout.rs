@@ -26,6 +26,9 @@ pub enum LayoutError {
     /// The config is not a Wasm config.
     #[error("its config media type is {0:?}, not a Wasm artifact's ({WASM_CONFIG_V0} or {WASM_CONFIG_V1})")]
     NotWasmConfig(String),
+    /// An image index (of platforms), where one manifest was expected.
+    #[error("it is an image index; a module is one manifest")]
+    ImageIndex,
     /// No layer, or more than one, is a Wasm module.
     #[error("it has {found} layers of a Wasm media type ({WASM_LAYER} or {WASM_LAYER_V1}), not one (layers: {layers})")]
     WasmLayers {
@@ -37,9 +40,12 @@ pub enum LayoutError {
 }
 
 /// The config document written beside a module: the layout's fields that
-/// need no parsing of the component (`architecture`, `os`, `layerDigests`).
+/// need no parsing of the component (`created`, `architecture`, `os`,
+/// `layerDigests`; `component`, its imports and exports, is optional and
+/// left out).
 pub fn config_json(layer_digest: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
+        "created": jiff::Timestamp::now().to_string(),
         "architecture": "wasm",
         "os": "wasip2",
         "layerDigests": [layer_digest],
@@ -133,6 +139,12 @@ mod tests {
         assert_eq!(
             (config["architecture"].as_str(), config["os"].as_str()),
             (Some("wasm"), Some("wasip2"))
+        );
+        // RFC 3339, as the layout's readers parse it.
+        let created = config["created"].as_str().unwrap();
+        assert!(
+            created.parse::<jiff::Timestamp>().is_ok() && created.ends_with('Z'),
+            "{created}"
         );
     }
 }

@@ -19,6 +19,12 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::runtime::{MAX_MODULE_BYTES, digest};
+use std::time::Duration;
+
+/// How long a connection to a registry may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a registry may stay silent in the middle of an answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub use layout::LayoutError;
 
 /// How to reach a registry: credentials and extra roots of trust.
@@ -72,9 +78,9 @@ pub enum OciError {
         /// The parser's words.
         reason: String,
     },
-    /// A certificate given to trust is not PEM.
-    #[error("a CA certificate to trust for the registry is not PEM")]
-    BadRoot,
+    /// A certificate given to trust is not PEM, or the client refused it.
+    #[error("a CA certificate to trust for the registry is unusable: {0}")]
+    BadRoot(String),
     /// The registry refused the credentials (or their absence).
     #[error("the registry refused access to {reference}: {reason}")]
     Unauthorized {
@@ -90,12 +96,20 @@ pub enum OciError {
         reference: String,
     },
     /// The manifest is not a Wasm artifact's.
-    #[error("{reference} is not a Wasm module artifact: {source}")]
+    #[error("{reference} is not a Wasm module artifact: {cause}")]
     NotAModule {
         /// The reference.
         reference: String,
         /// What is wrong with it.
-        source: LayoutError,
+        cause: LayoutError,
+    },
+    /// Content served does not hash to the digest that names it.
+    #[error("{reference}: content served does not match its digest: {reason}")]
+    ContentDigestMismatch {
+        /// The reference.
+        reference: String,
+        /// oci-client's words (expected and actual digests).
+        reason: String,
     },
     /// The reference's digest is not the manifest's.
     #[error("{reference}: the registry served a manifest of digest {actual}")]
@@ -126,14 +140,14 @@ pub enum OciError {
         limit: usize,
     },
     /// Any other failure of the protocol or the connection.
-    #[error("{operation} {reference}: {source}")]
+    #[error("{operation} {reference}: {cause}")]
     Registry {
         /// What was being done (`pull`, `push`, `resolve`).
         operation: &'static str,
         /// The reference.
         reference: String,
         /// oci-client's error.
-        source: OciDistributionError,
+        cause: OciDistributionError,
     },
 }
 
@@ -156,15 +170,31 @@ pub async fn push(module: &[u8], reference: &str, access: &RegistryAccess) -> Re
         layout::WASM_CONFIG_V0.to_owned(),
         None,
     );
-    let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+    let mut manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
+    // The layout's readers (oci-wasm, so wasm-pkg-tools) require the field.
+    manifest.media_type = Some(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned());
+    // The manifest is serialised here, so its digest is of the bytes sent,
+    // not a header read back (which a concurrent push could have moved).
+    let body = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    let manifest_digest = format!("sha256:{}", digest(&body));
+    let push_failed = |e| classify("push", reference, e);
+    client.store_auth_if_needed(parsed.resolve_registry(), &auth).await;
     client
-        .push(&parsed, &[layer], config, &auth, Some(manifest))
+        .push_blob(&parsed, layer.data.clone(), &manifest.layers[0].digest)
         .await
-        .map_err(|e| classify("push", reference, e))?;
-    let manifest_digest = client
-        .fetch_manifest_digest(&parsed, &auth)
+        .map_err(push_failed)?;
+    client
+        .push_blob(&parsed, config.data.clone(), &manifest.config.digest)
         .await
-        .map_err(|e| classify("resolve", reference, e))?;
+        .map_err(push_failed)?;
+    client
+        .push_manifest_raw(
+            &parsed,
+            body,
+            http::HeaderValue::from_static(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE),
+        )
+        .await
+        .map_err(push_failed)?;
     Ok(Pushed {
         pinned: format!("{}/{}@{manifest_digest}", parsed.registry(), parsed.repository()),
         manifest_digest,
@@ -186,11 +216,17 @@ pub async fn resolve(reference: &str, access: &RegistryAccess) -> Result<String,
 pub async fn pull(reference: &str, access: &RegistryAccess, expected_sha256: Option<&str>) -> Result<Pulled, OciError> {
     let parsed = parse_reference(reference)?;
     let client = client(access)?;
-    let (manifest, manifest_digest, _config) = client
-        .pull_manifest_and_config(&parsed, &auth(access))
+    // The manifest alone: its config blob is not needed, and is not read
+    // (it could be of any size). oci-client hashes the manifest's bytes
+    // against the reference's digest or the registry's digest header.
+    let (manifest, manifest_digest) = client
+        .pull_image_manifest(&parsed, &auth(access))
         .await
         .map_err(|e| classify("pull", reference, e))?;
+    // A registry may give a digest of another algorithm (verified by
+    // oci-client all the same); only the same algorithm compares.
     if let Some(asked) = parsed.digest()
+        && asked.split(':').next() == manifest_digest.split(':').next()
         && asked != manifest_digest
     {
         return Err(OciError::ManifestDigestMismatch {
@@ -198,17 +234,17 @@ pub async fn pull(reference: &str, access: &RegistryAccess, expected_sha256: Opt
             actual: manifest_digest,
         });
     }
-    let layer = layout::module_layer(&manifest).map_err(|source| OciError::NotAModule {
+    let layer = layout::module_layer(&manifest).map_err(|cause| OciError::NotAModule {
         reference: reference.to_owned(),
-        source,
+        cause,
     })?;
     let too_large = |size: u64| OciError::TooLarge {
         reference: reference.to_owned(),
         size,
         limit: MAX_MODULE_BYTES,
     };
-    if layer.size < 0 || layer.size as u64 > MAX_MODULE_BYTES as u64 {
-        return Err(too_large(layer.size.max(0) as u64));
+    if layer.size as u64 > MAX_MODULE_BYTES as u64 {
+        return Err(too_large(layer.size as u64));
     }
     // oci-client checks the blob against the layer's digest as it reads; a
     // registry serving more than it declared is cut off at the limit.
@@ -278,17 +314,22 @@ fn client(access: &RegistryAccess) -> Result<Client, OciError> {
     let mut extra_root_certificates = Vec::new();
     for pem in &access.extra_roots_pem {
         if !pem.starts_with(b"-----BEGIN") {
-            return Err(OciError::BadRoot);
+            return Err(OciError::BadRoot("not PEM (no -----BEGIN line)".to_owned()));
         }
         extra_root_certificates.push(Certificate {
             encoding: CertificateEncoding::Pem,
             data: pem.clone(),
         });
     }
-    Ok(Client::new(ClientConfig {
+    Client::try_from(ClientConfig {
         extra_root_certificates,
+        // A Wasm artifact is one manifest; an index is not a module.
+        platform_resolver: None,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
         ..ClientConfig::default()
-    }))
+    })
+    .map_err(|e| OciError::BadRoot(e.to_string()))
 }
 
 fn auth(access: &RegistryAccess) -> RegistryAuth {
@@ -342,10 +383,19 @@ fn classify(operation: &'static str, reference: &str, source: OciDistributionErr
                 reason: source.to_string(),
             }
         }
+        // oci-client's digest error type is not public: its words are kept.
+        OciDistributionError::DigestError(e) => OciError::ContentDigestMismatch {
+            reference,
+            reason: e.to_string(),
+        },
+        OciDistributionError::ImageIndexParsingNoPlatformResolverError => OciError::NotAModule {
+            reference,
+            cause: LayoutError::ImageIndex,
+        },
         _ => OciError::Registry {
             operation,
             reference,
-            source,
+            cause: source,
         },
     }
 }

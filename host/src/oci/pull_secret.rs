@@ -73,7 +73,7 @@ pub fn credentials_for(
             serde_json::from_slice::<DockerConfig>(raw)
                 .map_err(|e| PullSecretError::BadConfig {
                     key,
-                    reason: e.to_string(),
+                    reason: json_error(&e),
                 })?
                 .auths
         }
@@ -82,7 +82,7 @@ pub fn credentials_for(
             let raw = data.get(key).ok_or(PullSecretError::MissingKey(key))?;
             serde_json::from_slice::<BTreeMap<String, Entry>>(raw).map_err(|e| PullSecretError::BadConfig {
                 key,
-                reason: e.to_string(),
+                reason: json_error(&e),
             })?
         }
         other => return Err(PullSecretError::WrongType(other.to_owned())),
@@ -112,6 +112,12 @@ pub fn credentials_for(
         Some((user, password)) if !user.is_empty() => Ok((user.to_owned(), password.to_owned())),
         _ => Err(PullSecretError::BadAuth(registry.to_owned())),
     }
+}
+
+/// Where and what kind of JSON error, without its text: serde_json quotes
+/// the values it meets, and those are credentials here.
+fn json_error(e: &serde_json::Error) -> String {
+    format!("{:?} error at line {}, column {}", e.classify(), e.line(), e.column())
 }
 
 /// A config key or a reference's registry reduced to its host (and port):
@@ -195,6 +201,18 @@ mod tests {
             credentials_for(DOCKER_CONFIG_JSON, &broken, "r.example"),
             Err(PullSecretError::BadConfig { .. })
         ));
+        // A value in the wrong place is not quoted back: it may be a password.
+        let misplaced = data(
+            ".dockerconfigjson",
+            serde_json::json!({"auths": {"r.example": "cGFzc3dvcmQ="}}),
+        );
+        let message = credentials_for(DOCKER_CONFIG_JSON, &misplaced, "r.example")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !message.contains("cGFzc3dvcmQ") && message.contains("line 1"),
+            "{message}"
+        );
         let bad_auth = data(
             ".dockerconfigjson",
             serde_json::json!({"auths": {"r.example": {"auth": "%%%"}}}),

@@ -151,6 +151,11 @@ impl Registry {
         &self.ca_cert
     }
 
+    /// Where it keeps blobs and manifests (distribution's filesystem layout).
+    pub fn storage_dir(&self) -> PathBuf {
+        self._dir.path().join("storage")
+    }
+
     /// The end of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)

@@ -21,6 +21,18 @@ fn access(registry: &Registry) -> RegistryAccess {
     }
 }
 
+/// oci-client itself, trusting the registry: to read what push wrote and to
+/// push what Trellis would not.
+fn raw_client(registry: &Registry) -> oci_client::Client {
+    oci_client::Client::new(ClientConfig {
+        extra_root_certificates: vec![oci_client::client::Certificate {
+            encoding: oci_client::client::CertificateEncoding::Pem,
+            data: std::fs::read(registry.ca_cert()).unwrap(),
+        }],
+        ..ClientConfig::default()
+    })
+}
+
 async fn start() -> Registry {
     Registry::start().await.unwrap_or_else(|e| panic!("{e}"))
 }
@@ -83,13 +95,7 @@ async fn a_pushed_module_pulls_back_by_tag_and_by_digest_and_a_tag_moves() {
     assert_eq!(by_tag.module_sha256, trellis::runtime::digest(&module));
 
     // The manifest is the Wasm artifact layout wasm-pkg-tools reads.
-    let client = oci_client::Client::new(ClientConfig {
-        extra_root_certificates: vec![oci_client::client::Certificate {
-            encoding: oci_client::client::CertificateEncoding::Pem,
-            data: std::fs::read(registry.ca_cert()).unwrap(),
-        }],
-        ..ClientConfig::default()
-    });
+    let client = raw_client(&registry);
     let (manifest, _, config) = client
         .pull_manifest_and_config(
             &reference.parse().unwrap(),
@@ -205,13 +211,7 @@ async fn wrong_digests_credentials_and_artifacts_are_refused() {
 
     // A container image is not a module.
     let image = format!("{}/team/not-a-module:1", registry.host());
-    let client = oci_client::Client::new(ClientConfig {
-        extra_root_certificates: vec![oci_client::client::Certificate {
-            encoding: oci_client::client::CertificateEncoding::Pem,
-            data: std::fs::read(registry.ca_cert()).unwrap(),
-        }],
-        ..ClientConfig::default()
-    });
+    let client = raw_client(&registry);
     client
         .push(
             &image.parse().unwrap(),

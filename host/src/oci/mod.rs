@@ -164,9 +164,10 @@ pub async fn push(module: &[u8], reference: &str, access: &RegistryAccess) -> Re
     let parsed = parse_reference(reference)?;
     let client = client(access)?;
     let auth = auth(access);
+    let module_sha256 = digest(module);
     let layer = ImageLayer::new(module.to_vec(), layout::WASM_LAYER.to_owned(), None);
     let config = Config::new(
-        layout::config_json(&layer.sha256_digest()),
+        layout::config_json(&format!("sha256:{module_sha256}")),
         layout::WASM_CONFIG_V0.to_owned(),
         None,
     );
@@ -198,7 +199,7 @@ pub async fn push(module: &[u8], reference: &str, access: &RegistryAccess) -> Re
     Ok(Pushed {
         pinned: format!("{}/{}@{manifest_digest}", parsed.registry(), parsed.repository()),
         manifest_digest,
-        module_sha256: digest(module),
+        module_sha256,
     })
 }
 

@@ -35,6 +35,20 @@ pub enum AssetsError {
     },
 }
 
+/// The asset cache root from the environment: `TRELLIS_ASSETS`, else
+/// `~/.cache/trellis/assets`. Every built tool has a versioned folder in it.
+pub fn root_from_env() -> Result<PathBuf, AssetsError> {
+    match std::env::var_os(ASSETS_ENV).filter(|v| !v.is_empty()) {
+        Some(root) => Ok(PathBuf::from(root)),
+        None => {
+            let home = std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .ok_or(AssetsError::NoRoot)?;
+            Ok(Path::new(&home).join(".cache/trellis/assets"))
+        }
+    }
+}
+
 /// The binaries of a control plane, as found on disk.
 #[derive(Debug, Clone)]
 pub struct Assets {
@@ -46,16 +60,7 @@ impl Assets {
     /// `~/.cache/trellis/assets`), versioned: `.../k8s-v1.34.4`. It may not
     /// exist yet.
     pub fn from_env() -> Result<Self, AssetsError> {
-        let root = match std::env::var_os(ASSETS_ENV).filter(|v| !v.is_empty()) {
-            Some(root) => PathBuf::from(root),
-            None => {
-                let home = std::env::var_os("HOME")
-                    .filter(|v| !v.is_empty())
-                    .ok_or(AssetsError::NoRoot)?;
-                Path::new(&home).join(".cache/trellis/assets")
-            }
-        };
-        Ok(Self::in_root(root))
+        Ok(Self::in_root(root_from_env()?))
     }
 
     /// The versioned asset directory under a given root.

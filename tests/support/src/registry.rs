@@ -24,9 +24,9 @@ pub enum RegistryError {
     /// The binary is not built.
     #[error("the OCI registry is not at {0}: build it with `tests/oci-registry build`")]
     Missing(PathBuf),
-    /// Neither `TRELLIS_ASSETS` nor `HOME` is set.
-    #[error("cannot locate the asset cache: neither TRELLIS_ASSETS nor HOME is set")]
-    NoRoot,
+    /// The asset cache cannot be located.
+    #[error(transparent)]
+    Assets(#[from] crate::assets::AssetsError),
     /// A file of its folder could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -68,16 +68,9 @@ pub struct Registry {
 impl Registry {
     /// Path of the binary in the asset cache (built or not).
     pub fn binary() -> Result<PathBuf, RegistryError> {
-        let root = match std::env::var_os(crate::assets::ASSETS_ENV).filter(|v| !v.is_empty()) {
-            Some(root) => PathBuf::from(root),
-            None => Path::new(
-                &std::env::var_os("HOME")
-                    .filter(|v| !v.is_empty())
-                    .ok_or(RegistryError::NoRoot)?,
-            )
-            .join(".cache/trellis/assets"),
-        };
-        Ok(root.join(format!("registry-{DISTRIBUTION_VERSION}")).join("registry"))
+        Ok(crate::assets::root_from_env()?
+            .join(format!("registry-{DISTRIBUTION_VERSION}"))
+            .join("registry"))
     }
 
     /// Starts one, waiting until it listens.

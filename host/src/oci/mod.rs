@@ -95,6 +95,15 @@ pub enum OciError {
         /// The reference.
         reference: String,
     },
+    /// A push to a repository the registry does not know and does not
+    /// create on push (as some hosted registries do not).
+    #[error(
+        "the registry has no repository for {reference} and does not create one on push: create the repository first"
+    )]
+    NoSuchRepository {
+        /// The reference.
+        reference: String,
+    },
     /// The manifest is not a Wasm artifact's.
     #[error("{reference} is not a Wasm module artifact: {cause}")]
     NotAModule {
@@ -363,6 +372,15 @@ fn classify(operation: &'static str, reference: &str, source: OciDistributionErr
             reference,
             reason: message.clone(),
         },
+        OciDistributionError::RegistryError { envelope, .. }
+            if operation == "push"
+                && envelope
+                    .errors
+                    .iter()
+                    .any(|e| matches!(e.code, OciErrorCode::NameUnknown)) =>
+        {
+            OciError::NoSuchRepository { reference }
+        }
         OciDistributionError::RegistryError { envelope, .. }
             if envelope.errors.iter().any(|e| {
                 matches!(

@@ -1,9 +1,12 @@
 //! Registry credentials from an image pull Secret, as Kubernetes stores
 //! them: `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`, a Docker
 //! `config.json` with `auths`) or the older `kubernetes.io/dockercfg`
-//! (`.dockercfg`, the `auths` map alone). An entry is found by the
-//! registry's host: a key may carry a scheme and a path
-//! (`https://host/v1/`), and Docker Hub answers to several names.
+//! (`.dockercfg`, the `auths` map alone). An entry is found as the kubelet
+//! finds one: a key names a host (and port) and may narrow it to a
+//! repository path (`host/team-a` serves `host/team-a/plugin`, not
+//! `host/team-b/plugin`), the most specific key wins, a scheme and Docker
+//! Hub's legacy endpoint path (`https://index.docker.io/v1/`) are ignored,
+//! and Docker Hub answers to several names.
 
 use std::collections::BTreeMap;
 
@@ -59,12 +62,14 @@ struct Entry {
     password: Option<String>,
 }
 
-/// The user and password for `registry` (a reference's host, with its
-/// port if it has one) in a Secret of `secret_type` with `data`.
+/// The user and password for `repository` of `registry` (a reference's
+/// host, with its port if it has one) in a Secret of `secret_type` with
+/// `data`.
 pub fn credentials_for(
     secret_type: &str,
     data: &BTreeMap<String, Vec<u8>>,
     registry: &str,
+    repository: &str,
 ) -> Result<(String, String), PullSecretError> {
     let auths = match secret_type {
         DOCKER_CONFIG_JSON => {
@@ -87,10 +92,16 @@ pub fn credentials_for(
         }
         other => return Err(PullSecretError::WrongType(other.to_owned())),
     };
-    let wanted = canonical_host(registry);
+    let host = canonical_host(registry);
+    let repository: Vec<&str> = repository.split('/').filter(|s| !s.is_empty()).collect();
     let entry = auths
         .iter()
-        .find(|(key, _)| canonical_host(key) == wanted)
+        .filter_map(|(key, entry)| {
+            let (key_host, path) = key_scope(key);
+            let serves = key_host == host && repository.starts_with(&path);
+            serves.then_some((path.len(), entry))
+        })
+        .max_by_key(|(specificity, _)| *specificity)
         .map(|(_, entry)| entry)
         .ok_or_else(|| PullSecretError::NoEntry(registry.to_owned()))?;
     if let (Some(user), Some(password)) = (&entry.username, &entry.password)
@@ -120,18 +131,25 @@ fn json_error(e: &serde_json::Error) -> String {
     format!("{:?} error at line {}, column {}", e.classify(), e.line(), e.column())
 }
 
-/// A config key or a reference's registry reduced to its host (and port):
-/// no scheme, no path, Docker Hub's names as one.
-fn canonical_host(key: &str) -> String {
-    let without_scheme = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    let host = without_scheme
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+/// A config key as the host (and port) and the repository path it serves.
+/// A key with a scheme may end in a registry API's version (`/v1/`,
+/// `/v2/`, as `docker login` writes Docker Hub's): that is an endpoint,
+/// not a repository path.
+fn key_scope(key: &str) -> (String, Vec<&str>) {
+    let without_scheme = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://"));
+    let had_scheme = without_scheme.is_some();
+    let mut parts = without_scheme.unwrap_or(key).split('/').filter(|s| !s.is_empty());
+    let host = canonical_host(parts.next().unwrap_or_default());
+    let mut path: Vec<&str> = parts.collect();
+    if had_scheme && matches!(path.as_slice(), ["v1"] | ["v2"]) {
+        path.clear();
+    }
+    (host, path)
+}
+
+/// A host (and port) as compared: lower case, Docker Hub's names as one.
+fn canonical_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
     match host.as_str() {
         "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
         _ => host,
@@ -160,16 +178,43 @@ mod tests {
             }}),
         );
         assert_eq!(
-            credentials_for(DOCKER_CONFIG_JSON, &secret, "127.0.0.1:5000").unwrap(),
+            credentials_for(DOCKER_CONFIG_JSON, &secret, "127.0.0.1:5000", "plugins/msdeploy").unwrap(),
             ("pusher".to_owned(), "pa:ss".to_owned())
         );
         assert_eq!(
-            credentials_for(DOCKER_CONFIG_JSON, &secret, "other.example").unwrap().0,
+            credentials_for(DOCKER_CONFIG_JSON, &secret, "other.example", "p")
+                .unwrap()
+                .0,
             "x"
         );
         assert_eq!(
-            credentials_for(DOCKER_CONFIG_JSON, &secret, "127.0.0.1:5001"),
+            credentials_for(DOCKER_CONFIG_JSON, &secret, "127.0.0.1:5001", "plugins/msdeploy"),
             Err(PullSecretError::NoEntry("127.0.0.1:5001".into()))
+        );
+    }
+
+    #[test]
+    fn a_key_with_a_path_serves_only_repositories_under_it_and_the_most_specific_wins() {
+        let secret = data(
+            ".dockerconfigjson",
+            serde_json::json!({"auths": {
+                "r.example": {"auth": b64("any:1")},
+                "r.example/team-a": {"auth": b64("team-a:2")},
+                "https://r.example/team-a/special/": {"auth": b64("special:3")},
+                "q.example/team-b": {"auth": b64("team-b:4")},
+            }}),
+        );
+        let user = |registry: &str, repository: &str| {
+            credentials_for(DOCKER_CONFIG_JSON, &secret, registry, repository).map(|(user, _)| user)
+        };
+        assert_eq!(user("r.example", "team-a/plugin").unwrap(), "team-a");
+        assert_eq!(user("r.example", "team-a/special/plugin").unwrap(), "special");
+        assert_eq!(user("r.example", "team-ab/plugin").unwrap(), "any");
+        assert_eq!(user("r.example", "plugin").unwrap(), "any");
+        assert_eq!(user("q.example", "team-b/plugin").unwrap(), "team-b");
+        assert_eq!(
+            user("q.example", "team-c/plugin"),
+            Err(PullSecretError::NoEntry("q.example".into()))
         );
     }
 
@@ -180,7 +225,7 @@ mod tests {
             serde_json::json!({"https://index.docker.io/v1/": {"username": "u", "password": "p"}}),
         );
         assert_eq!(
-            credentials_for(DOCKER_CFG, &secret, "docker.io").unwrap(),
+            credentials_for(DOCKER_CFG, &secret, "docker.io", "library/p").unwrap(),
             ("u".to_owned(), "p".to_owned())
         );
     }
@@ -189,16 +234,16 @@ mod tests {
     fn what_is_not_a_pull_secret_is_named() {
         let opaque = data("password", serde_json::json!("x"));
         assert_eq!(
-            credentials_for("Opaque", &opaque, "r.example"),
+            credentials_for("Opaque", &opaque, "r.example", "p"),
             Err(PullSecretError::WrongType("Opaque".into()))
         );
         assert_eq!(
-            credentials_for(DOCKER_CONFIG_JSON, &opaque, "r.example"),
+            credentials_for(DOCKER_CONFIG_JSON, &opaque, "r.example", "p"),
             Err(PullSecretError::MissingKey(".dockerconfigjson"))
         );
         let broken: BTreeMap<String, Vec<u8>> = [(".dockerconfigjson".to_owned(), b"{".to_vec())].into();
         assert!(matches!(
-            credentials_for(DOCKER_CONFIG_JSON, &broken, "r.example"),
+            credentials_for(DOCKER_CONFIG_JSON, &broken, "r.example", "p"),
             Err(PullSecretError::BadConfig { .. })
         ));
         // A value in the wrong place is not quoted back: it may be a password.
@@ -206,7 +251,7 @@ mod tests {
             ".dockerconfigjson",
             serde_json::json!({"auths": {"r.example": "cGFzc3dvcmQ="}}),
         );
-        let message = credentials_for(DOCKER_CONFIG_JSON, &misplaced, "r.example")
+        let message = credentials_for(DOCKER_CONFIG_JSON, &misplaced, "r.example", "p")
             .unwrap_err()
             .to_string();
         assert!(
@@ -218,7 +263,7 @@ mod tests {
             serde_json::json!({"auths": {"r.example": {"auth": "%%%"}}}),
         );
         assert_eq!(
-            credentials_for(DOCKER_CONFIG_JSON, &bad_auth, "r.example"),
+            credentials_for(DOCKER_CONFIG_JSON, &bad_auth, "r.example", "p"),
             Err(PullSecretError::BadAuth("r.example".into()))
         );
         let no_colon = data(
@@ -226,12 +271,12 @@ mod tests {
             serde_json::json!({"auths": {"r.example": {"auth": b64("justauser")}}}),
         );
         assert_eq!(
-            credentials_for(DOCKER_CONFIG_JSON, &no_colon, "r.example"),
+            credentials_for(DOCKER_CONFIG_JSON, &no_colon, "r.example", "p"),
             Err(PullSecretError::BadAuth("r.example".into()))
         );
         let empty = data(".dockerconfigjson", serde_json::json!({"auths": {"r.example": {}}}));
         assert_eq!(
-            credentials_for(DOCKER_CONFIG_JSON, &empty, "r.example"),
+            credentials_for(DOCKER_CONFIG_JSON, &empty, "r.example", "p"),
             Err(PullSecretError::EmptyEntry("r.example".into()))
         );
     }

@@ -1,10 +1,11 @@
 //! Registry credentials from an image pull Secret, as Kubernetes stores
 //! them: `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`, a Docker
 //! `config.json` with `auths`) or the older `kubernetes.io/dockercfg`
-//! (`.dockercfg`, the `auths` map alone). An entry is found as the kubelet
-//! finds one: a key names a host (and port) and may narrow it to a
+//! (`.dockercfg`, the `auths` map alone). An entry is found much as the
+//! kubelet finds one: a key names a host (and port) and may narrow it to a
 //! repository path (`host/team-a` serves `host/team-a/plugin`, not
-//! `host/team-b/plugin`), the most specific key wins, a scheme and Docker
+//! `host/team-b/plugin`, and, unlike the kubelet's string prefix, not
+//! `host/team-ab/plugin`), the most specific key wins, a scheme and Docker
 //! Hub's legacy endpoint path (`https://index.docker.io/v1/`) are ignored,
 //! and Docker Hub answers to several names.
 

@@ -226,6 +226,14 @@ pub struct RunArgs {
     /// webhook Service's EndpointSlice at it.
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<std::net::IpAddr>,
+    /// A PEM file of CA certificates trusted for OCI registries besides the
+    /// system's (`spec.module.oci`); may be given more than once.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+    /// How often the tag of an OCI module is resolved again, in seconds (a
+    /// registration's change resolves it at once; a digest never again).
+    #[arg(long, default_value_t = 300)]
+    pub oci_refresh_seconds: u64,
 }
 
 impl TryFrom<RunArgs> for crate::run::RunOptions {
@@ -276,6 +284,8 @@ impl TryFrom<RunArgs> for crate::run::RunOptions {
                 memory_budget_mib: a.memory_budget_mib.unwrap_or_else(crate::memory::default_budget_mib),
                 memory_wait: Duration::from_secs(10),
                 admission,
+                registry_ca_files: a.registry_ca,
+                oci_refresh: Duration::from_secs(a.oci_refresh_seconds.max(1)),
             },
             metrics_addr: a.metrics_addr,
         })

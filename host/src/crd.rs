@@ -144,12 +144,13 @@ pub struct ReconcilerPluginSpec {
     pub service_account_name: String,
 }
 
-/// Where a module's bytes come from: exactly one of `file` and `configMap`.
+/// Where a module's bytes come from: exactly one of `file`, `configMap`
+/// and `oci`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.file) != has(self.configMap)",
-    "message": "set exactly one of file and configMap"
+    "rule": "(has(self.file) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.oci) ? 1 : 0) == 1",
+    "message": "set exactly one of file, configMap and oci"
 }]))]
 pub struct ModuleSource {
     /// A file name in the host's plugins folder, e.g. `msdeploy.wasm`.
@@ -159,6 +160,11 @@ pub struct ModuleSource {
     /// gzip-compressed (a ConfigMap holds at most 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapModule>,
+    /// An OCI artifact in the Wasm layout (`trellis plugin push`), pulled
+    /// by the host; a tag is re-resolved every `--oci-refresh-seconds` and
+    /// whenever this registration's spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciModule>,
     /// The sha256 (hex) of the module (uncompressed); another module is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
@@ -187,6 +193,40 @@ fn default_module_key() -> String {
 impl std::fmt::Display for ConfigMapModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ConfigMap {}/{} key {}", self.namespace, self.name, self.key)
+    }
+}
+
+/// A module published as an OCI artifact.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OciModule {
+    /// `registry/repository:tag` or `registry/repository@sha256:…`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reference: String,
+    /// A pull Secret (`kubernetes.io/dockerconfigjson` or
+    /// `kubernetes.io/dockercfg`) holding the registry's credentials, read
+    /// as the registration acts (its ServiceAccount must be able to `get`
+    /// it). A ReconcilerPlugin may name only a Secret of its own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<SecretRef>,
+}
+
+/// A Secret by name, in a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// The Secret's namespace: required for a ClusterReconcilerPlugin; a
+    /// ReconcilerPlugin's is its own (another is refused).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl std::fmt::Display for OciModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OCI artifact {}", self.reference)
     }
 }
 
@@ -237,6 +277,10 @@ pub struct ReconcilerPluginStatus {
     /// The plugin's name and version from its `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    /// For a module of `spec.module.oci`: the artifact that serves, pinned
+    /// by its manifest's digest (`registry/repository@sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

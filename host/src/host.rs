@@ -9,6 +9,8 @@ use crate::controller::{CallGate, GateLimits, PluginAccounts, Shared};
 use crate::leader::{LeaderElector, LeaderOptions};
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
+use crate::oci::OciError;
+use crate::registry::oci::OciSettings;
 use crate::registry::{Registry, Settings, TenantCeilings};
 use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::Readiness;
@@ -62,6 +64,10 @@ pub struct HostOptions {
     pub memory_wait: Duration,
     /// Serve admission webhooks (none when `None`).
     pub admission: Option<AdmissionOptions>,
+    /// PEM files of CAs trusted for OCI registries, besides the system's.
+    pub registry_ca_files: Vec<PathBuf>,
+    /// How often a tag of `spec.module.oci` is resolved again.
+    pub oci_refresh: Duration,
 }
 
 /// How long the registry waits after a change for more before it syncs.
@@ -103,6 +109,8 @@ impl HostOptions {
             memory_budget_mib: crate::memory::default_budget_mib(),
             memory_wait: Duration::from_secs(10),
             admission: None,
+            registry_ca_files: Vec::new(),
+            oci_refresh: Duration::from_secs(300),
         }
     }
 }
@@ -116,6 +124,7 @@ pub async fn run_host(
     ready: Readiness,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), HostError> {
+    let oci = oci_settings(&options)?;
     let slots = options.call_slots.max(1);
     let instances = options.instance_slots.unwrap_or((8 * slots).max(64)).max(1);
     // Every call admitted holds an instance; the spare ones are for loading
@@ -184,6 +193,7 @@ pub async fn run_host(
                     limits: options.limits,
                     accounts: options.plugin_accounts.clone(),
                     ceilings: options.tenant_ceilings,
+                    oci: oci.clone(),
                 },
             );
             if let Some(admission) = &options.admission {
@@ -242,6 +252,41 @@ pub enum HostError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    /// A `--registry-ca` file cannot be read or is no CA certificate.
+    #[error("registry CA {path}: {cause}")]
+    RegistryCa {
+        /// The file.
+        path: PathBuf,
+        /// Why it is unusable.
+        cause: RegistryCaError,
+    },
+}
+
+/// Why a registry CA file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryCaError {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Unusable(#[from] OciError),
+}
+
+/// The registries' settings, with each CA file read and checked.
+fn oci_settings(options: &HostOptions) -> Result<OciSettings, HostError> {
+    let mut extra_roots_pem = Vec::new();
+    for path in &options.registry_ca_files {
+        let failed = |cause: RegistryCaError| HostError::RegistryCa {
+            path: path.clone(),
+            cause,
+        };
+        let pem = std::fs::read(path).map_err(|e| failed(e.into()))?;
+        crate::oci::check_roots(std::slice::from_ref(&pem)).map_err(|e| failed(e.into()))?;
+        extra_roots_pem.push(pem);
+    }
+    Ok(OciSettings {
+        extra_roots_pem,
+        refresh: options.oci_refresh.max(Duration::from_secs(1)),
+    })
 }
 
 /// How long reconciles in flight may take to finish at shutdown.

@@ -78,14 +78,18 @@ impl PluginAccounts {
 impl Shared {
     /// This host's settings for a controller acting as `identity`, watching
     /// `namespace` (a tenant's) or what the host watches.
-    pub(super) fn acting_as(&self, identity: &Identity, namespace: Option<&str>) -> Result<Shared, ControllerError> {
+    /// A client that acts as `identity` (impersonating its ServiceAccount).
+    pub fn client_as(&self, identity: &Identity) -> Result<kube::Client, ControllerError> {
         let mut config = self.client_config.clone().ok_or(ControllerError::NoImpersonation)?;
         // The API server adds the ServiceAccount's groups itself.
         config.auth_info.impersonate = Some(identity.user());
         config.auth_info.impersonate_groups = None;
-        let client = kube::Client::try_from(config).map_err(ControllerError::Client)?;
+        kube::Client::try_from(config).map_err(ControllerError::Client)
+    }
+
+    pub(super) fn acting_as(&self, identity: &Identity, namespace: Option<&str>) -> Result<Shared, ControllerError> {
         Ok(Shared {
-            client,
+            client: self.client_as(identity)?,
             namespace: namespace.map(str::to_owned).or_else(|| self.namespace.clone()),
             ..self.clone()
         })

@@ -68,6 +68,9 @@ pub struct Registration {
     pub source: String,
     /// The loaded module, with its limits.
     pub plugin: Plugin,
+    /// The OCI artifact the module was pulled from, pinned by its
+    /// manifest's digest (`registry/repository@sha256:…`), if it was.
+    pub artifact: Option<String>,
     /// The parent kind.
     pub parent: KindRef,
     /// The kinds it may emit.

@@ -160,6 +160,24 @@ pub enum OciError {
     },
 }
 
+impl OciError {
+    /// The CamelCase reason a registration's `Ready=False` condition gives.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadReference { .. } => "InvalidReference",
+            Self::BadRoot(_) => "RegistryCAInvalid",
+            Self::Unauthorized { .. } => "Unauthorized",
+            Self::NotFound { .. } | Self::NoSuchRepository { .. } => "ModuleNotFound",
+            Self::NotAModule { .. } => "ModuleInvalid",
+            Self::ContentDigestMismatch { .. }
+            | Self::ManifestDigestMismatch { .. }
+            | Self::ModuleDigestMismatch { .. } => "DigestMismatch",
+            Self::TooLarge { .. } => "ModuleTooLarge",
+            Self::Registry { .. } => "RegistryUnavailable",
+        }
+    }
+}
+
 /// Parses a reference (`registry/repository:tag` or `@sha256:…`).
 pub fn parse_reference(reference: &str) -> Result<Reference, OciError> {
     reference.parse::<Reference>().map_err(|e| OciError::BadReference {
@@ -316,6 +334,17 @@ impl tokio::io::AsyncWrite for LimitedSink {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
+}
+
+/// Whether `extra_roots_pem` can be trusted (each is PEM the TLS client
+/// takes): checked once at start, so a bad file stops the host, not every
+/// pull.
+pub fn check_roots(extra_roots_pem: &[Vec<u8>]) -> Result<(), OciError> {
+    client(&RegistryAccess {
+        basic: None,
+        extra_roots_pem: extra_roots_pem.to_vec(),
+    })
+    .map(drop)
 }
 
 fn client(access: &RegistryAccess) -> Result<Client, OciError> {

@@ -185,13 +185,17 @@ async fn load(
     runtime
         .load_off_thread(&module.to_string(), bytes, limits)
         .await
-        .map_err(|e: RuntimeError| {
-            let reason = match e {
-                RuntimeError::CompileTimeout { .. } => "CompileTimeout",
-                _ => "ModuleInvalid",
-            };
-            refusal(reason, e.to_string())
-        })
+        .map_err(compile_refusal)
+}
+
+/// Why a module that was fetched does not load (it does not compile, or
+/// not in time).
+pub(super) fn compile_refusal(e: RuntimeError) -> Refusal {
+    let reason = match e {
+        RuntimeError::CompileTimeout { .. } => "CompileTimeout",
+        _ => "ModuleInvalid",
+    };
+    refusal(reason, e.to_string())
 }
 
 #[cfg(test)]

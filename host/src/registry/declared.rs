@@ -8,7 +8,9 @@
 
 use super::folder::PluginFolder;
 use crate::controller::{Identity, PluginAccounts, Registration};
-use crate::crd::{ClusterReconcilerPlugin, ConfigMapModule, PluginSpec, ReconcilerPlugin, ReconcilerPluginStatus};
+use crate::crd::{
+    ClusterReconcilerPlugin, ConfigMapModule, OciModule, PluginSpec, ReconcilerPlugin, ReconcilerPluginStatus,
+};
 use crate::runtime::{KindRef, Limits, Plugin};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
@@ -190,6 +192,8 @@ pub enum ModuleRef {
     File(String),
     /// A ConfigMap key.
     ConfigMap(ConfigMapModule),
+    /// An OCI artifact, its pull Secret's namespace filled in.
+    Oci(OciModule),
 }
 
 impl std::fmt::Display for ModuleRef {
@@ -197,21 +201,26 @@ impl std::fmt::Display for ModuleRef {
         match self {
             Self::File(file) => write!(f, "file {file}"),
             Self::ConfigMap(module) => module.fmt(f),
+            Self::Oci(module) => module.fmt(f),
         }
     }
 }
 
-/// The module source a declaration names: exactly one; for a tenant, only
-/// a ConfigMap of its own namespace.
+/// The module source a declaration names: exactly one; for a tenant, a
+/// ConfigMap of its own namespace or an OCI artifact pulled with a Secret
+/// of its own namespace.
 pub fn module_ref(declaration: &Declaration) -> Result<ModuleRef, Refusal> {
     let module = &declaration.spec.module;
-    let origin = match (&module.file, &module.config_map) {
-        (Some(file), None) => ModuleRef::File(file.clone()),
-        (None, Some(config_map)) => ModuleRef::ConfigMap(config_map.clone()),
+    let origin = match (&module.file, &module.config_map, &module.oci) {
+        (Some(file), None, None) => ModuleRef::File(file.clone()),
+        (None, Some(config_map), None) => ModuleRef::ConfigMap(config_map.clone()),
+        (None, None, Some(oci)) => {
+            ModuleRef::Oci(super::oci::checked_module(oci.clone(), declaration.tenant.as_ref())?)
+        }
         _ => {
             return Err(Refusal::new(
                 "NoModuleSource",
-                "spec.module must name exactly one of file (in the host's plugins folder) and configMap",
+                "spec.module must name exactly one of file (in the host's plugins folder), configMap and oci",
             ));
         }
     };
@@ -221,8 +230,8 @@ pub fn module_ref(declaration: &Declaration) -> Result<ModuleRef, Refusal> {
     match (origin, &declaration.tenant) {
         (ModuleRef::File(_), Some(_)) => Err(Refusal::new(
             "FileModuleNotAllowed",
-            "a ReconcilerPlugin takes its module from a ConfigMap of its namespace (spec.module.configMap); \
-             files of the host's plugins folder are for ClusterReconcilerPlugins",
+            "a ReconcilerPlugin takes its module from a ConfigMap of its namespace (spec.module.configMap) \
+             or an OCI artifact (spec.module.oci); files of the host's plugins folder are for ClusterReconcilerPlugins",
         )),
         (ModuleRef::ConfigMap(mut module), Some(tenant)) => {
             if module.namespace.is_empty() {
@@ -327,6 +336,8 @@ pub struct Settings {
     pub accounts: PluginAccounts,
     /// The most a tenant may ask for.
     pub ceilings: TenantCeilings,
+    /// How registries are reached.
+    pub oci: super::oci::OciSettings,
 }
 
 /// The registration a declaration asks for, checked against its module
@@ -385,6 +396,7 @@ pub fn resolve(
         tenant_namespace: declaration.tenant.as_ref().map(|t| t.namespace.clone()),
         max_concurrent_reconciles: spec.limits.max_concurrent_reconciles,
         plugin: plugin.with_limits(spec.limits.over(defaults)),
+        artifact: None,
         parent: info.parent.clone(),
         children,
         related,
@@ -396,7 +408,7 @@ pub fn resolve(
 
 /// Whom a declaration's plugin acts as: the tenant's ServiceAccount, the one
 /// a ClusterReconcilerPlugin names, else its own (`accounts`).
-fn identity_of(declaration: &Declaration, accounts: &PluginAccounts) -> Option<Identity> {
+pub fn identity_of(declaration: &Declaration, accounts: &PluginAccounts) -> Option<Identity> {
     declaration
         .tenant
         .clone()

@@ -5,12 +5,17 @@
 //! [`Registry::sync`] (the registration objects kept by watches, the folder
 //! read again):
 //! - `ClusterReconcilerPlugin` objects (platform admins), each naming a
-//!   module (a file of the plugins folder or a ConfigMap key) and overriding
-//!   kinds, config and limits (see [`declared`]);
+//!   module and overriding kinds, config and limits (see [`declared`]);
 //! - every other `*.wasm` of the folder, registered from its own `info`;
-//! - `ReconcilerPlugin` objects (tenants): a module from a ConfigMap of the
-//!   tenant's namespace, serving parents of that namespace only, acting as
-//!   the tenant's ServiceAccount.
+//! - `ReconcilerPlugin` objects (tenants): a module from a ConfigMap or
+//!   pulled with a Secret of the tenant's namespace, serving parents of that
+//!   namespace only, acting as the tenant's ServiceAccount.
+//!
+//! A module comes from a file of the plugins folder ([`PluginFolder`]), a
+//! ConfigMap key ([`configmap`]) or an OCI artifact ([`oci`]); each source
+//! keeps its modules compiled, and a sync only looks them up. What a
+//! deleted registration leaves is released in [`release`]; what each
+//! registration's status says is written in [`report`].
 //!
 //! A registration object that served carries [`REGISTRATION_FINALIZER`]:
 //! when it is deleted, its controller stops, the host's finalizer comes off
@@ -27,6 +32,8 @@
 pub mod configmap;
 pub mod declared;
 mod folder;
+pub mod oci;
+mod release;
 mod report;
 mod watched;
 
@@ -41,7 +48,7 @@ use declared::{Declaration, ModuleRef, Refusal};
 pub use declared::{Settings, TenantCeilings};
 use kube::Api;
 use kube::runtime::events::Recorder;
-use report::Readiness;
+use oci::{OciModules, OciSource, Stamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +72,7 @@ pub struct Registry {
     settings: Settings,
     folder: PluginFolder,
     config_maps: ConfigMapModules,
+    oci: OciModules,
     cluster_declarations: Api<ClusterReconcilerPlugin>,
     /// The registration objects, kept by watches.
     cluster_watch: Watched<ClusterReconcilerPlugin>,
@@ -114,6 +122,7 @@ impl Registry {
             cluster_watch: Watched::start(Api::all(client.clone()), changed.clone()),
             tenant_watch: Watched::start(tenant_declarations, changed.clone()),
             config_maps: ConfigMapModules::new(client.clone(), changed.clone()),
+            oci: OciModules::new(settings.oci.clone(), changed.clone()),
             changed,
             recorder: Recorder::new(client, shared.reporter.clone()),
             last_good: BTreeMap::new(),
@@ -171,6 +180,18 @@ impl Registry {
         self.config_maps
             .refresh(&modules, &self.runtime, self.settings.limits)
             .await;
+        let mut artifacts: BTreeMap<OciSource, Stamp> = BTreeMap::new();
+        for declaration in self.declarations() {
+            if let Ok(ModuleRef::Oci(module)) = declared::module_ref(declaration) {
+                let source = self.oci_source(declaration, module);
+                artifacts
+                    .entry(source)
+                    .or_default()
+                    .insert((declaration.key.clone(), declaration.generation));
+            }
+        }
+        self.oci
+            .refresh(artifacts, &self.shared, &self.runtime, self.settings.limits);
         let (wanted, mut refused, folder_refused) = self.desired();
         self.reconcile_controllers(wanted).await;
         if let Some(webhooks) = &mut self.webhooks {
@@ -188,6 +209,15 @@ impl Registry {
         self.cluster_declared.iter().chain(&self.tenant_declared)
     }
 
+    /// The artifact a declaration's `module` (an OCI one) is pulled as.
+    fn oci_source(&self, declaration: &Declaration, module: crate::crd::OciModule) -> OciSource {
+        OciSource {
+            module,
+            reader: declared::identity_of(declaration, &self.settings.accounts),
+            sha256: declaration.spec.module.sha256.clone(),
+        }
+    }
+
     /// The registration a declaration asks for, or why not; a declaration
     /// that served before keeps its last good registration.
     fn registration_of(
@@ -200,11 +230,17 @@ impl Registry {
             return None;
         }
         let resolved = declared::module_ref(declaration).and_then(|origin| {
-            let plugin = match &origin {
-                ModuleRef::File(file) => declared::file_module(&self.folder, file),
-                ModuleRef::ConfigMap(module) => self.config_maps.get(module),
+            let (plugin, artifact) = match &origin {
+                ModuleRef::File(file) => (declared::file_module(&self.folder, file), None),
+                ModuleRef::ConfigMap(module) => (self.config_maps.get(module), None),
+                ModuleRef::Oci(module) => match self.oci.get(&self.oci_source(declaration, module.clone())) {
+                    Ok((plugin, pinned)) => (Ok(plugin), Some(pinned.to_owned())),
+                    Err(refusal) => (Err(refusal), None),
+                },
             };
-            declared::resolve(declaration, plugin, &origin, &self.settings)
+            let mut registration = declared::resolve(declaration, plugin, &origin, &self.settings)?;
+            registration.artifact = artifact;
+            Ok(registration)
         });
         match resolved {
             Ok(registration) => {
@@ -278,6 +314,7 @@ impl Registry {
                     name: info.name.clone(),
                     source: format!("file {file}"),
                     plugin: plugin.clone(),
+                    artifact: None,
                     parent: info.parent.clone(),
                     children: info.children.clone(),
                     related: info.related.clone(),
@@ -334,6 +371,7 @@ impl Registry {
                         || current.config != registration.config
                         || current.plugin.limits() != registration.plugin.limits()
                         || current.failure_policy != registration.failure_policy
+                        || current.artifact != registration.artifact
                     {
                         tracing::info!(kind = %scope.0, plugin = %registration.name, digest = %registration.plugin.digest(), "new module or settings swapped in");
                         running.update(registration);
@@ -358,151 +396,6 @@ impl Registry {
                         }
                     }
                 }
-            }
-        }
-    }
-
-    /// For each registration object being deleted: once its controller has
-    /// stopped, releases the parents it served (the host's finalizer comes
-    /// off them) and then lets the object go (the registry's own finalizer
-    /// comes off it). What fails is shown on the object and retried.
-    async fn release_deleted(&mut self, refused: &mut BTreeMap<String, Refusal>) {
-        let deleting: Vec<Declaration> = self
-            .declarations()
-            .filter(|d| d.deleting && d.finalizers.iter().any(|f| f == REGISTRATION_FINALIZER))
-            .cloned()
-            .collect();
-        for declaration in deleting {
-            // What it served: as it last served here, else (after a restart)
-            // as it would serve.
-            let registration = match self.last_good.get(&declaration.key) {
-                Some(registration) => Some(registration.clone()),
-                None => {
-                    let mut serving = declaration.clone();
-                    serving.deleting = false;
-                    let registration = self.registration_of(&serving, &mut BTreeMap::new());
-                    self.last_good.remove(&declaration.key);
-                    if registration.is_none() {
-                        tracing::warn!(registration = %declaration.title, "registration deleted, its module unknown here: parents of its kind not released");
-                    }
-                    registration
-                }
-            };
-            if let Some(registration) = &registration {
-                match self.shared.release_parents(registration).await {
-                    Ok(released) => {
-                        tracing::info!(registration = %declaration.title, released, "registration deleted: its parents released");
-                    }
-                    Err(e) => {
-                        let message = format!("releasing the parents of {}: {e}", registration.parent);
-                        refused.insert(declaration.key.clone(), Refusal::new("ReleasingParents", message));
-                        continue;
-                    }
-                }
-            }
-            if let Err(e) = self.set_registration_finalizer(&declaration, false).await {
-                tracing::warn!(registration = %declaration.title, error = %e, "could not remove the registry's finalizer");
-                continue;
-            }
-            self.last_good.remove(&declaration.key);
-        }
-    }
-
-    /// Adds or removes [`REGISTRATION_FINALIZER`] on a registration object.
-    async fn set_registration_finalizer(&self, declaration: &Declaration, present: bool) -> Result<(), kube::Error> {
-        let patch = crate::controller::finalizer_patch(
-            declaration.finalizers.iter().map(String::as_str),
-            REGISTRATION_FINALIZER,
-            present,
-            declaration.resource_version.as_deref(),
-        );
-        let params = kube::api::PatchParams::default();
-        let name = declaration.object_ref.name.clone().unwrap_or_default();
-        let result = match &declaration.tenant {
-            None => self
-                .cluster_declarations
-                .patch(&name, &params, &kube::api::Patch::Merge(&patch))
-                .await
-                .map(drop),
-            Some(tenant) => Api::<ReconcilerPlugin>::namespaced(self.shared.client.clone(), &tenant.namespace)
-                .patch(&name, &params, &kube::api::Patch::Merge(&patch))
-                .await
-                .map(drop),
-        };
-        match result {
-            Err(kube::Error::Api(status)) if status.code == 404 && !present => Ok(()),
-            other => other,
-        }
-    }
-
-    /// Logs why folder plugins are not served (refused, or their controller
-    /// did not start), once per change: they have no object to say it on.
-    fn report_folder(&mut self, mut refused: BTreeMap<String, Refusal>) {
-        for (source, (reason, message)) in &self.start_errors {
-            if source.starts_with("file ") {
-                refused.insert(source.clone(), Refusal::new(reason, message.clone()));
-            }
-        }
-        for (source, refusal) in &refused {
-            if self.folder_reported.get(source) != Some(refusal) {
-                tracing::warn!(plugin = %source, reason = refusal.reason, message = %refusal.message, "plugin not served");
-            }
-        }
-        for source in self.folder_reported.keys() {
-            if !refused.contains_key(source) {
-                tracing::info!(plugin = %source, "plugin no longer refused");
-            }
-        }
-        self.folder_reported = refused;
-    }
-
-    /// Writes each declaration's `Ready` condition where it changed.
-    async fn report(&self, refused: BTreeMap<String, Refusal>) {
-        for declaration in self.declarations() {
-            let key = &declaration.key;
-            let serving = self
-                .running
-                .values()
-                .map(KindController::registration)
-                .find(|r| r.declaration.as_ref() == Some(key));
-            let (digest, plugin) = match &serving {
-                Some(r) => (
-                    Some(r.plugin.digest().to_owned()),
-                    Some(format!("{} {}", r.plugin.info().name, r.plugin.info().version)),
-                ),
-                None => (None, None),
-            };
-            let (ready, reason, message) = if let Some(refusal) = refused.get(key) {
-                (false, refusal.reason.to_owned(), refusal.message.clone())
-            } else if let Some((reason, error)) = self.start_errors.get(key) {
-                (false, (*reason).to_owned(), error.clone())
-            } else if let Some(registration) = &serving {
-                if !declaration.finalizers.iter().any(|f| f == REGISTRATION_FINALIZER)
-                    && let Err(e) = self.set_registration_finalizer(declaration, true).await
-                {
-                    tracing::warn!(registration = %declaration.title, error = %e, "could not add the registry's finalizer");
-                }
-                let message = format!("reconciling {} with {}", registration.parent, registration.source);
-                (true, "Serving".to_owned(), message)
-            } else {
-                continue;
-            };
-            let readiness = Readiness {
-                ready,
-                reason,
-                message,
-                digest,
-                plugin,
-            };
-            let changed = match &declaration.tenant {
-                None => report::write_status(&self.cluster_declarations, declaration, &readiness).await,
-                Some(tenant) => {
-                    let api: Api<ReconcilerPlugin> = Api::namespaced(self.shared.client.clone(), &tenant.namespace);
-                    report::write_status(&api, declaration, &readiness).await
-                }
-            };
-            if changed {
-                report::publish_event(&self.recorder, declaration, &readiness).await;
             }
         }
     }

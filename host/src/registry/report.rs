@@ -1,15 +1,20 @@
 //! The status of registration objects (`ClusterReconcilerPlugin`,
-//! `ReconcilerPlugin`): `Ready` with a reason, the digest and plugin that
-//! serve. Written by server-side apply on the status
+//! `ReconcilerPlugin`): `Ready` with a reason, the digest, plugin and OCI
+//! artifact that serve. Written by server-side apply on the status
 //! subresource, and only when it changed, so a steady state makes no writes.
+//! Folder plugins have no object: why one is not served is logged, once
+//! per change.
 
-use super::declared::Declaration;
-use crate::crd::{ReconcilerPluginStatus, RegistrationCondition};
+use super::declared::{Declaration, Refusal};
+use super::{REGISTRATION_FINALIZER, Registry};
+use crate::controller::KindController;
+use crate::crd::{ReconcilerPlugin, ReconcilerPluginStatus, RegistrationCondition};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// Field manager of the host's writes to registration status.
 const MANAGER: &str = "trellis";
@@ -24,6 +29,8 @@ pub struct Readiness {
     pub digest: Option<String>,
     /// `name version` of the serving plugin.
     pub plugin: Option<String>,
+    /// The OCI artifact of the serving module, pinned by digest.
+    pub artifact: Option<String>,
 }
 
 /// The status `object` should have, keeping the transition time of an
@@ -50,6 +57,7 @@ pub fn desired_status(object: &Declaration, readiness: &Readiness, now: &str) ->
         }],
         digest: readiness.digest.clone(),
         plugin: readiness.plugin.clone(),
+        artifact: readiness.artifact.clone(),
         observed_generation: generation,
     }
 }
@@ -111,5 +119,81 @@ pub async fn publish_event(recorder: &Recorder, object: &Declaration, readiness:
     };
     if let Err(e) = recorder.publish(&event, &object.object_ref).await {
         tracing::debug!(error = %e, "could not record a registration event");
+    }
+}
+
+impl Registry {
+    /// Logs why folder plugins are not served (refused, or their controller
+    /// did not start), once per change: they have no object to say it on.
+    pub(super) fn report_folder(&mut self, mut refused: BTreeMap<String, Refusal>) {
+        for (source, (reason, message)) in &self.start_errors {
+            if source.starts_with("file ") {
+                refused.insert(source.clone(), Refusal::new(reason, message.clone()));
+            }
+        }
+        for (source, refusal) in &refused {
+            if self.folder_reported.get(source) != Some(refusal) {
+                tracing::warn!(plugin = %source, reason = refusal.reason, message = %refusal.message, "plugin not served");
+            }
+        }
+        for source in self.folder_reported.keys() {
+            if !refused.contains_key(source) {
+                tracing::info!(plugin = %source, "plugin no longer refused");
+            }
+        }
+        self.folder_reported = refused;
+    }
+
+    /// Writes each declaration's `Ready` condition where it changed.
+    pub(super) async fn report(&self, refused: BTreeMap<String, Refusal>) {
+        for declaration in self.declarations() {
+            let key = &declaration.key;
+            let serving = self
+                .running
+                .values()
+                .map(KindController::registration)
+                .find(|r| r.declaration.as_ref() == Some(key));
+            let (digest, plugin, artifact) = match &serving {
+                Some(r) => (
+                    Some(r.plugin.digest().to_owned()),
+                    Some(format!("{} {}", r.plugin.info().name, r.plugin.info().version)),
+                    r.artifact.clone(),
+                ),
+                None => (None, None, None),
+            };
+            let (ready, reason, message) = if let Some(refusal) = refused.get(key) {
+                (false, refusal.reason.to_owned(), refusal.message.clone())
+            } else if let Some((reason, error)) = self.start_errors.get(key) {
+                (false, (*reason).to_owned(), error.clone())
+            } else if let Some(registration) = &serving {
+                if !declaration.finalizers.iter().any(|f| f == REGISTRATION_FINALIZER)
+                    && let Err(e) = self.set_registration_finalizer(declaration, true).await
+                {
+                    tracing::warn!(registration = %declaration.title, error = %e, "could not add the registry's finalizer");
+                }
+                let message = format!("reconciling {} with {}", registration.parent, registration.source);
+                (true, "Serving".to_owned(), message)
+            } else {
+                continue;
+            };
+            let readiness = Readiness {
+                ready,
+                reason,
+                message,
+                digest,
+                plugin,
+                artifact,
+            };
+            let changed = match &declaration.tenant {
+                None => write_status(&self.cluster_declarations, declaration, &readiness).await,
+                Some(tenant) => {
+                    let api: Api<ReconcilerPlugin> = Api::namespaced(self.shared.client.clone(), &tenant.namespace);
+                    write_status(&api, declaration, &readiness).await
+                }
+            };
+            if changed {
+                publish_event(&self.recorder, declaration, &readiness).await;
+            }
+        }
     }
 }

@@ -108,8 +108,16 @@ pub struct PackArgs {
     #[arg(long, conflicts_with = "service_account")]
     pub service_account_ref: Option<String>,
     /// Compress the module even when it fits without.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "oci")]
     pub gzip: bool,
+    /// Name this OCI artifact (`trellis plugin push`'s REF or its pinned
+    /// REGISTRY/REPO@sha256:...) instead of printing a ConfigMap; a digest
+    /// is pinned to the module's sha256, a tag is followed.
+    #[arg(long, value_name = "REF")]
+    pub oci: Option<String>,
+    /// The pull Secret of the namespace (`-n`) holding the registry's credentials.
+    #[arg(long, value_name = "NAME", requires = "oci")]
+    pub pull_secret: Option<String>,
 }
 
 /// Runs `trellis plugin pack`, printing the YAML.
@@ -121,6 +129,10 @@ pub fn run_pack(args: PackArgs) -> Result<(), crate::pack::PackError> {
         service_account: args.service_account,
         service_account_ref: args.service_account_ref,
         gzip: args.gzip,
+        oci: args.oci.map(|reference| crate::pack::OciTarget {
+            reference,
+            pull_secret: args.pull_secret,
+        }),
     };
     let yaml = crate::pack::pack(&input)?;
     // A reader that stops early (`| head`) is not an error of pack's.

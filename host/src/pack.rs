@@ -8,6 +8,11 @@
 //! The module is gzip-compressed when that is needed to fit a ConfigMap
 //! (1 MiB) or asked for; the pin is the sha256 of the uncompressed module,
 //! which is what the host checks after decompressing.
+//!
+//! With `--oci REF` (a module `trellis plugin push` published), no
+//! ConfigMap: the registration names the artifact (`spec.module.oci`). A
+//! reference by digest is pinned to the module's sha256 as well; a tag is
+//! not, so that the host follows it to each version pushed under it.
 
 use crate::runtime::{Limits, PluginInfo, Runtime, RuntimeConfig, RuntimeError, digest};
 use k8s_openapi::ByteString;
@@ -46,6 +51,17 @@ pub struct PackInput {
     pub service_account_ref: Option<String>,
     /// Compress even if the module would fit as it is.
     pub gzip: bool,
+    /// Point at this OCI artifact instead of shipping a ConfigMap.
+    pub oci: Option<OciTarget>,
+}
+
+/// The OCI artifact a packed registration names.
+#[derive(Debug, Clone)]
+pub struct OciTarget {
+    /// `registry/repository:tag` or `registry/repository@sha256:…`.
+    pub reference: String,
+    /// A pull Secret of the registration's namespace (`-n`).
+    pub pull_secret: Option<String>,
 }
 
 /// Why a module could not be packed.
@@ -69,6 +85,8 @@ pub enum PackError {
         "a tenant's registration acts as its --service-account; --service-account-ref is for cluster registrations"
     )]
     BothAccounts,
+    #[error(transparent)]
+    Reference(#[from] crate::oci::OciError),
 }
 
 /// The YAML stream: the ConfigMap, then the registration.
@@ -85,6 +103,57 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
     };
     let (bytes, info) = checked_module(&input.module)?;
     let sha256 = digest(&bytes);
+    let (module, config_map) = match &input.oci {
+        Some(target) => (oci_module(input, target, &sha256)?, None),
+        None => {
+            let config_map = config_map(input, bytes)?;
+            let module = json!({
+                "configMap": { "namespace": input.namespace, "name": input.name, "key": "module.wasm" },
+                "sha256": sha256,
+            });
+            (module, Some(config_map))
+        }
+    };
+    let mut registration = json!({
+        "apiVersion": "trellis.dev/v1alpha1",
+        "kind": "ClusterReconcilerPlugin",
+        "metadata": { "name": input.name },
+        "spec": {
+            "parent": { "apiVersion": info.parent.api_version, "kind": info.parent.kind },
+            "module": module,
+        },
+    });
+    if let Some((namespace, name)) = account_ref {
+        registration["spec"]["serviceAccountRef"] = json!({"namespace": namespace, "name": name});
+    }
+    if let Some(service_account) = &input.service_account {
+        registration["kind"] = json!("ReconcilerPlugin");
+        registration["metadata"]["namespace"] = json!(input.namespace);
+        registration["spec"]["serviceAccountName"] = json!(service_account);
+    }
+    let mut out = format!(
+        "# {} {} reconciles {}; module sha256 {sha256}\n",
+        info.name, info.version, info.parent
+    );
+    match &input.oci {
+        Some(_) if registration["spec"]["module"].get("sha256").is_none() => {
+            out.push_str("# a tag: the host follows it to each module pushed under it (every --oci-refresh-seconds)\n")
+        }
+        Some(_) => {}
+        None => {
+            out.push_str(APPLY_HINT);
+            out.push('\n');
+        }
+    }
+    for document in config_map.into_iter().chain([registration]) {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&document).expect("YAML of JSON"));
+    }
+    Ok(out)
+}
+
+/// The ConfigMap holding `bytes` (compressed when needed or asked).
+fn config_map(input: &PackInput, bytes: Vec<u8>) -> Result<serde_json::Value, PackError> {
     let payload = if input.gzip || bytes.len() > COMPRESS_ABOVE {
         gzip(&bytes)
     } else {
@@ -109,35 +178,29 @@ pub fn pack(input: &PackInput) -> Result<String, PackError> {
     let mut config_map = serde_json::to_value(&config_map).expect("a ConfigMap serialises");
     config_map["apiVersion"] = json!("v1");
     config_map["kind"] = json!("ConfigMap");
-    let mut registration = json!({
-        "apiVersion": "trellis.dev/v1alpha1",
-        "kind": "ClusterReconcilerPlugin",
-        "metadata": { "name": input.name },
-        "spec": {
-            "parent": { "apiVersion": info.parent.api_version, "kind": info.parent.kind },
-            "module": {
-                "configMap": { "namespace": input.namespace, "name": input.name, "key": "module.wasm" },
-                "sha256": sha256,
-            },
-        },
-    });
-    if let Some((namespace, name)) = account_ref {
-        registration["spec"]["serviceAccountRef"] = json!({"namespace": namespace, "name": name});
+    Ok(config_map)
+}
+
+/// `spec.module` naming `target`: pinned to `sha256` when the reference is
+/// by digest, following the tag otherwise.
+fn oci_module(input: &PackInput, target: &OciTarget, sha256: &str) -> Result<serde_json::Value, PackError> {
+    let reference = crate::oci::parse_reference(&target.reference)?;
+    let mut oci = json!({ "reference": target.reference });
+    if let Some(secret) = &target.pull_secret {
+        if !crate::runtime::is_dns_subdomain(secret) {
+            return Err(PackError::BadName(secret.clone()));
+        }
+        oci["pullSecret"] = match input.service_account {
+            // A tenant's Secret is of its own namespace.
+            Some(_) => json!({ "name": secret }),
+            None => json!({ "namespace": input.namespace, "name": secret }),
+        };
     }
-    if let Some(service_account) = &input.service_account {
-        registration["kind"] = json!("ReconcilerPlugin");
-        registration["metadata"]["namespace"] = json!(input.namespace);
-        registration["spec"]["serviceAccountName"] = json!(service_account);
+    let mut module = json!({ "oci": oci });
+    if reference.digest().is_some() {
+        module["sha256"] = json!(sha256);
     }
-    let mut out = format!(
-        "# {} {} reconciles {}; module sha256 {sha256}\n{APPLY_HINT}\n",
-        info.name, info.version, info.parent
-    );
-    for document in [config_map, registration] {
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&document).expect("YAML of JSON"));
-    }
-    Ok(out)
+    Ok(module)
 }
 
 /// The module at `path` and what it says of itself, refused as the host

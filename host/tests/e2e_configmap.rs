@@ -26,6 +26,7 @@ fn packed(ns: &TestNamespace, plugin_crate: &str, gzip: bool) -> String {
         service_account: None,
         service_account_ref: None,
         gzip,
+        oci: None,
     })
     .expect("the module packs")
 }

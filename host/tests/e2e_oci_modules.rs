@@ -4,9 +4,10 @@
 //! registration:
 //! - a ClusterReconcilerPlugin serves msdeploy by tag, its status naming
 //!   the digest the tag resolved to, and the sample reconciles;
-//! - a tenant's ReconcilerPlugin pulls greeter by tag with a pull Secret of
-//!   its namespace, read as its ServiceAccount; a new version pushed under
-//!   the tag is picked up within the refresh period;
+//! - a tenant's ReconcilerPlugin (as `trellis plugin pack --oci` prints it)
+//!   pulls greeter by tag with a pull Secret of its namespace, read as its
+//!   ServiceAccount; a new version pushed under the tag is picked up within
+//!   the refresh period;
 //! - a wrong pin is refused (DigestMismatch) while the module that served
 //!   serves on; a private repository needs the Secret (Unauthorized
 //!   without); a Secret of another namespace is refused before any read;
@@ -185,7 +186,21 @@ async fn modules_from_an_oci_registry() {
     let greeter_tag = format!("{}/{}/greeter:stable", registry.host(), ns.name());
     let (v1_pinned, v1_sha) = push(&registry, "trellis-test-greeter-v1", &greeter_tag).await;
     let oci_module = |reference: &str, secret: Value| json!({"oci": {"reference": reference, "pullSecret": secret}});
-    register_tenant(&ns, "greeter", oci_module(&greeter_tag, json!({"name": PULL_SECRET}))).await;
+    // Registered as `trellis plugin pack --oci TAG --pull-secret S` prints it.
+    let packed = trellis::pack::pack(&trellis::pack::PackInput {
+        module: guest_module("trellis-test-greeter-v1"),
+        name: "greeter".into(),
+        namespace: ns.name().into(),
+        service_account: Some(TENANT_SA.into()),
+        service_account_ref: None,
+        gzip: false,
+        oci: Some(trellis::pack::OciTarget {
+            reference: greeter_tag.clone(),
+            pull_secret: Some(PULL_SECRET.into()),
+        }),
+    })
+    .expect("the registration packs");
+    apply_yaml_stream(&admin, &packed).await;
     tenant_registration_is(&ns, "greeter", "True", "Serving").await;
     let tenants: Api<ReconcilerPlugin> = Api::namespaced(admin.clone(), ns.name());
     assert_eq!(

@@ -28,6 +28,7 @@ fn a_large_module_is_compressed_and_pinned_by_its_uncompressed_digest() {
         service_account: None,
         service_account_ref: None,
         gzip: false,
+        oci: None,
     })
     .unwrap();
     let docs = documents(&yaml);
@@ -72,6 +73,7 @@ fn a_small_module_is_stored_as_it_is() {
         service_account: None,
         service_account_ref: None,
         gzip: false,
+        oci: None,
     })
     .unwrap();
     assert_eq!(module_bytes(&documents(&yaml)[0]), raw);
@@ -153,4 +155,53 @@ fn with_a_service_account_ref_a_cluster_registration_acts_as_it() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not NAMESPACE/NAME"));
     let both = pack_with(&["--service-account-ref", "platform/x", "--service-account", "y"]);
     assert!(!both.status.success(), "a registration cannot act as two accounts");
+}
+
+#[test]
+fn with_oci_it_names_the_artifact_pinning_a_digest_and_following_a_tag() {
+    let pack_oci = |reference: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args([
+                "plugin", "pack", "--name", "greeter", "-n", "team-a", "--oci", reference,
+            ])
+            .arg(guest_module("trellis-test-greeter-v1"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let sha256 = trellis::runtime::digest(&std::fs::read(guest_module("trellis-test-greeter-v1")).unwrap());
+    let pinned = format!("registry.example:5000/team-a/greeter@sha256:{}", "ab".repeat(32));
+    let output = pack_oci(
+        &pinned,
+        &["--pull-secret", "registry-pull", "--service-account", "greeter-plugin"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(docs.len(), 1, "no ConfigMap: {docs:?}");
+    let registration: trellis::crd::ReconcilerPlugin = serde_json::from_value(docs[0].clone()).unwrap();
+    let module = registration.spec.plugin.module;
+    assert_eq!(module.sha256.as_deref(), Some(sha256.as_str()));
+    let oci = module.oci.unwrap();
+    assert_eq!(oci.reference, pinned);
+    let secret = oci.pull_secret.unwrap();
+    assert_eq!((secret.namespace.as_str(), secret.name.as_str()), ("", "registry-pull"));
+
+    let output = pack_oci(
+        "registry.example:5000/team-a/greeter:stable",
+        &["--pull-secret", "registry-pull"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    let registration: trellis::crd::ClusterReconcilerPlugin = serde_json::from_value(docs[0].clone()).unwrap();
+    let module = registration.spec.plugin.module;
+    assert_eq!(module.sha256, None, "a tag is followed, not pinned");
+    let secret = module.oci.unwrap().pull_secret.unwrap();
+    assert_eq!(
+        (secret.namespace.as_str(), secret.name.as_str()),
+        ("team-a", "registry-pull")
+    );
+
+    let bad = pack_oci("Registry.example/UPPER:tag", &[]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an OCI reference"));
 }

@@ -38,6 +38,7 @@ pub async fn onboard(
         service_account: Some(account.into()),
         service_account_ref: None,
         gzip: false,
+        oci: None,
     })
     .expect("the module packs");
     apply_yaml_stream(admin, &packed).await;

@@ -11,7 +11,7 @@ PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-re
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins examples sdk-check toolchain envtest promtool oci-registry up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
+.PHONY: all build plugins examples sdk-check toolchain envtest promtool oci-registry cosign up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
 
 all: build plugins
 
@@ -91,6 +91,11 @@ promtool:
 oci-registry:
 	tests/oci-registry build
 
+## cosign: sigstore's cosign from Go source through the module proxy (cached in
+## ~/.cache/trellis); the signature tests sign module artifacts with it
+cosign:
+	tests/cosign build
+
 ## up / down: a local control plane in the background (prints `export KUBECONFIG=...`)
 up: envtest
 	@tests/control-plane up
@@ -129,7 +134,7 @@ run-check:
 	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 TRELLIS_WEBHOOK_PORT=19443 $(MAKE) run
 
 ## test: the whole suite, against a real control plane, and the main command
-test: plugins examples envtest promtool oci-registry sdk-check
+test: plugins examples envtest promtool oci-registry cosign sdk-check
 	$(MAKE) run-check
 	$(CARGO) test --workspace
 

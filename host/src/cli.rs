@@ -29,7 +29,7 @@ pub enum Command {
     /// install, deploy, run).
     Init(InitArgs),
     /// Run the operator host against the cluster of KUBECONFIG (or the pod's).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CRDs of ClusterReconcilerPlugin and ReconcilerPlugin (the
     /// files in deploy/crds/), or only the one named.
     Crd {
@@ -118,6 +118,10 @@ pub struct PackArgs {
     /// The pull Secret of the namespace (`-n`) holding the registry's credentials.
     #[arg(long, value_name = "NAME", requires = "oci")]
     pub pull_secret: Option<String>,
+    /// A cosign public key's PEM file (`cosign.pub`): the registration
+    /// serves the artifact only when signed by that key.
+    #[arg(long, value_name = "FILE", requires = "oci")]
+    pub cosign_key: Option<PathBuf>,
 }
 
 /// Runs `trellis plugin pack`, printing the YAML.
@@ -132,6 +136,7 @@ pub fn run_pack(args: PackArgs) -> Result<(), crate::pack::PackError> {
         oci: args.oci.map(|reference| crate::pack::OciTarget {
             reference,
             pull_secret: args.pull_secret,
+            cosign_key: args.cosign_key,
         }),
     };
     let yaml = crate::pack::pack(&input)?;
@@ -246,6 +251,12 @@ pub struct RunArgs {
     /// registration's change resolves it at once; a digest never again).
     #[arg(long, default_value_t = 300)]
     pub oci_refresh_seconds: u64,
+    /// A PEM file of a cosign public key (ECDSA P-256): every module of
+    /// `spec.module.oci` must carry a cosign signature by it, or by another
+    /// key given (the flag may be repeated, as while keys rotate), or it is
+    /// refused with SignatureInvalid.
+    #[arg(long = "cosign-key", value_name = "FILE")]
+    pub cosign_key: Vec<PathBuf>,
 }
 
 impl TryFrom<RunArgs> for crate::run::RunOptions {
@@ -298,6 +309,7 @@ impl TryFrom<RunArgs> for crate::run::RunOptions {
                 admission,
                 registry_ca_files: a.registry_ca,
                 oci_refresh: Duration::from_secs(a.oci_refresh_seconds.max(1)),
+                cosign_key_files: a.cosign_key,
             },
             metrics_addr: a.metrics_addr,
         })

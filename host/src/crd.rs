@@ -209,6 +209,14 @@ pub struct OciModule {
     /// it). A ReconcilerPlugin may name only a Secret of its own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_secret: Option<SecretRef>,
+    /// A cosign public key (PEM, ECDSA P-256, `cosign generate-key-pair`'s
+    /// `cosign.pub`): the artifact must carry a cosign signature that
+    /// verifies under it (`cosign sign --key`), or it is refused with
+    /// `SignatureInvalid`. Checked offline, with no transparency log. A host
+    /// run with `--cosign-key` requires its own key's signature besides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub cosign_public_key: Option<String>,
 }
 
 /// A Secret by name, in a namespace.

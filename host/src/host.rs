@@ -68,6 +68,9 @@ pub struct HostOptions {
     pub registry_ca_files: Vec<PathBuf>,
     /// How often a tag of `spec.module.oci` is resolved again.
     pub oci_refresh: Duration,
+    /// PEM files of cosign public keys of which one must have signed every
+    /// module of `spec.module.oci`; none required when empty.
+    pub cosign_key_files: Vec<PathBuf>,
 }
 
 /// How long the registry waits after a change for more before it syncs.
@@ -111,6 +114,7 @@ impl HostOptions {
             admission: None,
             registry_ca_files: Vec::new(),
             oci_refresh: Duration::from_secs(300),
+            cosign_key_files: Vec::new(),
         }
     }
 }
@@ -260,6 +264,23 @@ pub enum HostError {
         /// Why it is unusable.
         cause: RegistryCaError,
     },
+    /// A `--cosign-key` file cannot be read or is no cosign public key.
+    #[error("cosign key {path}: {cause}")]
+    CosignKey {
+        /// The file.
+        path: PathBuf,
+        /// Why it is unusable.
+        cause: CosignKeyError,
+    },
+}
+
+/// Why a cosign key file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum CosignKeyError {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Unusable(#[from] crate::oci::signature::SignatureError),
 }
 
 /// Why a registry CA file is unusable.
@@ -271,7 +292,7 @@ pub enum RegistryCaError {
     Unusable(#[from] OciError),
 }
 
-/// The registries' settings, with each CA file read and checked.
+/// The registries' settings, with each CA and key file read and checked.
 fn oci_settings(options: &HostOptions) -> Result<OciSettings, HostError> {
     let mut extra_roots_pem = Vec::new();
     for path in &options.registry_ca_files {
@@ -283,9 +304,19 @@ fn oci_settings(options: &HostOptions) -> Result<OciSettings, HostError> {
         crate::oci::check_roots(std::slice::from_ref(&pem)).map_err(|e| failed(e.into()))?;
         extra_roots_pem.push(pem);
     }
+    let mut cosign_keys = Vec::new();
+    for path in &options.cosign_key_files {
+        let failed = |cause: CosignKeyError| HostError::CosignKey {
+            path: path.clone(),
+            cause,
+        };
+        let pem = std::fs::read(path).map_err(|e| failed(e.into()))?;
+        cosign_keys.push(crate::oci::signature::CosignKey::from_pem(&pem).map_err(|e| failed(e.into()))?);
+    }
     Ok(OciSettings {
         extra_roots_pem,
         refresh: options.oci_refresh.max(Duration::from_secs(1)),
+        cosign_keys,
     })
 }
 

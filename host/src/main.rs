@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 .with_env_filter(log_filter("info"))
                 .with_writer(std::io::stderr)
                 .init();
-            trellis::run::RunOptions::try_from(args)
+            trellis::run::RunOptions::try_from(*args)
                 .map_err(Into::into)
                 .and_then(|options| {
                     tokio::runtime::Runtime::new()

@@ -62,6 +62,9 @@ pub struct OciTarget {
     pub reference: String,
     /// A pull Secret of the registration's namespace (`-n`).
     pub pull_secret: Option<String>,
+    /// A cosign public key's PEM file: the registration requires the
+    /// artifact to be signed by it (`cosignPublicKey`).
+    pub cosign_key: Option<PathBuf>,
 }
 
 /// Why a module could not be packed.
@@ -87,6 +90,11 @@ pub enum PackError {
     BothAccounts,
     #[error(transparent)]
     Reference(#[from] crate::oci::OciError),
+    #[error("cosign key {path}: {cause}")]
+    CosignKey {
+        path: PathBuf,
+        cause: crate::oci::signature::SignatureError,
+    },
 }
 
 /// The YAML stream: the ConfigMap, then the registration.
@@ -195,6 +203,17 @@ fn oci_module(input: &PackInput, target: &OciTarget, sha256: &str) -> Result<ser
             Some(_) => json!({ "name": secret }),
             None => json!({ "namespace": input.namespace, "name": secret }),
         };
+    }
+    if let Some(path) = &target.cosign_key {
+        let pem = std::fs::read(path).map_err(|source| PackError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        crate::oci::signature::CosignKey::from_pem(&pem).map_err(|cause| PackError::CosignKey {
+            path: path.clone(),
+            cause,
+        })?;
+        oci["cosignPublicKey"] = json!(String::from_utf8_lossy(&pem));
     }
     let mut module = json!({ "oci": oci });
     if reference.digest().is_some() {

@@ -39,25 +39,6 @@ fn greeter(name: &str) -> serde_json::Value {
     json!({"apiVersion": "test.trellis.dev/v1", "kind": "Greeter", "metadata": {"name": name}, "spec": {}})
 }
 
-async fn eventually_greets(ns: &TestNamespace, parent: &str, greeting: &str) {
-    let config_maps = ns.api::<ConfigMap>();
-    let name = format!("{parent}-greeting");
-    until(&format!("{name} to say {greeting}"), SETTLE, || async {
-        let cm = config_maps
-            .get_opt(&name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no ConfigMap yet")?;
-        let said = cm.data.unwrap_or_default().get("greeting").cloned();
-        if said.as_deref() == Some(greeting) {
-            Ok(())
-        } else {
-            Err(format!("says {said:?}"))
-        }
-    })
-    .await;
-}
-
 async fn eventually_registration(
     registrations: &Api<ClusterReconcilerPlugin>,
     ready: &str,

@@ -20,45 +20,19 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use trellis::crd::{ClusterReconcilerPlugin, ReconcilerPlugin};
-use trellis::oci::{self, RegistryAccess};
 use trellis::testing::guest_module;
 use trellis_testenv::TestNamespace;
-use trellis_testenv::registry::{REGISTRY_PASSWORD, REGISTRY_USER, Registry};
-use trellis_testenv::wait::{crd_from_yaml, install_crd, until};
+use trellis_testenv::registry::Registry;
+use trellis_testenv::wait::{crd_from_yaml, install_crd};
 
 /// The tenant's ServiceAccount, and the pull Secrets of its namespace.
 const TENANT_SA: &str = "puller";
 const PULL_SECRET: &str = "registry-pull";
 const UNREADABLE_SECRET: &str = "registry-pull-unreadable";
-
-fn access(registry: &Registry) -> RegistryAccess {
-    RegistryAccess {
-        basic: Some((REGISTRY_USER.to_owned(), REGISTRY_PASSWORD.to_owned())),
-        extra_roots_pem: vec![std::fs::read(registry.ca_cert()).unwrap()],
-    }
-}
-
-/// Pushes a test plugin's module under `reference`; returns its pinned
-/// reference and the module's sha256.
-async fn push(registry: &Registry, plugin_crate: &str, reference: &str) -> (String, String) {
-    let module = std::fs::read(guest_module(plugin_crate)).unwrap();
-    let pushed = oci::push(&module, reference, &access(registry))
-        .await
-        .unwrap_or_else(|e| panic!("pushing {plugin_crate}: {e}"));
-    (pushed.pinned, pushed.module_sha256)
-}
-
-/// A `kubernetes.io/dockerconfigjson` Secret with the registry's credentials.
-fn pull_secret(registry: &Registry, namespace: &str, name: &str) -> Value {
-    let config = json!({"auths": {registry.host(): {"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}}});
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
-        "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": config.to_string()}})
-}
 
 /// Applies a tenant's ReconcilerPlugin acting as [`TENANT_SA`] with `module`.
 async fn register_tenant(ns: &TestNamespace, name: &str, module: Value) {
@@ -73,47 +47,6 @@ async fn register_tenant(ns: &TestNamespace, name: &str, module: Value) {
         )
         .await
         .unwrap_or_else(|e| panic!("registering {name}: {e}"));
-}
-
-/// Waits until the registration's status names `artifact` (and so the
-/// module that serves came from it); returns the status's module digest.
-async fn eventually_serves_artifact<K: RegistrationObject>(api: &Api<K>, name: &str, artifact: &str) -> String {
-    until(&format!("{name} to serve {artifact}"), SETTLE, || async {
-        let object = api.get(name).await.map_err(|e| e.to_string())?;
-        let status = object.registration_status().ok_or("no status yet")?;
-        match (&status.artifact, &status.digest) {
-            (Some(serving), Some(digest)) if serving == artifact => Ok(digest.clone()),
-            other => Err(format!("serving {other:?}: {:?}", status.conditions)),
-        }
-    })
-    .await
-}
-
-async fn eventually_greets(ns: &TestNamespace, parent: &str, greeting: &str) {
-    let config_maps = ns.api::<ConfigMap>();
-    let name = format!("{parent}-greeting");
-    until(&format!("{name} to say {greeting}"), SETTLE, || async {
-        let said = config_maps
-            .get_opt(&name)
-            .await
-            .map_err(|e| e.to_string())?
-            .and_then(|cm| cm.data.unwrap_or_default().get("greeting").cloned());
-        if said.as_deref() == Some(greeting) {
-            Ok(())
-        } else {
-            Err(format!("says {said:?}"))
-        }
-    })
-    .await;
-}
-
-async fn apply_greeter(ns: &TestNamespace, name: &str) {
-    let greeters = dynamic_api(ns, "test.trellis.dev", "v1", "Greeter");
-    apply_as_user(
-        &greeters,
-        &json!({"apiVersion": "test.trellis.dev/v1", "kind": "Greeter", "metadata": {"name": name}, "spec": {}}),
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -144,7 +77,7 @@ async fn modules_from_an_oci_registry() {
     // A platform admin's registration by tag: the tag resolves to a digest
     // shown in status, and msdeploy reconciles the sample.
     let msdeploy_tag = format!("{}/platform/msdeploy:1", registry.host());
-    let (msdeploy_pinned, msdeploy_sha) = push(&registry, "trellis-plugin-msdeploy", &msdeploy_tag).await;
+    let (msdeploy_pinned, msdeploy_sha) = push_module(&registry, "trellis-plugin-msdeploy", &msdeploy_tag).await;
     let cluster: Api<ClusterReconcilerPlugin> = Api::all(admin.clone());
     let registration = json!({"apiVersion": "trellis.dev/v1alpha1", "kind": "ClusterReconcilerPlugin",
         "metadata": {"name": "msdeploy-oci"},
@@ -184,7 +117,7 @@ async fn modules_from_an_oci_registry() {
     );
     apply_yaml_stream(&admin, &rbac).await;
     let greeter_tag = format!("{}/{}/greeter:stable", registry.host(), ns.name());
-    let (v1_pinned, v1_sha) = push(&registry, "trellis-test-greeter-v1", &greeter_tag).await;
+    let (v1_pinned, v1_sha) = push_module(&registry, "trellis-test-greeter-v1", &greeter_tag).await;
     let oci_module = |reference: &str, secret: Value| json!({"oci": {"reference": reference, "pullSecret": secret}});
     // Registered as `trellis plugin pack --oci TAG --pull-secret S` prints it.
     let packed = trellis::pack::pack(&trellis::pack::PackInput {
@@ -197,6 +130,7 @@ async fn modules_from_an_oci_registry() {
         oci: Some(trellis::pack::OciTarget {
             reference: greeter_tag.clone(),
             pull_secret: Some(PULL_SECRET.into()),
+            cosign_key: None,
         }),
     })
     .expect("the registration packs");
@@ -211,7 +145,7 @@ async fn modules_from_an_oci_registry() {
     eventually_greets(&ns, "first", "hello").await;
 
     // A new version under the same tag is picked up on the next refresh.
-    let (v2_pinned, v2_sha) = push(&registry, "trellis-test-greeter-v2", &greeter_tag).await;
+    let (v2_pinned, v2_sha) = push_module(&registry, "trellis-test-greeter-v2", &greeter_tag).await;
     assert_ne!(v1_pinned, v2_pinned);
     assert_eq!(
         eventually_serves_artifact(&tenants, "greeter", &v2_pinned).await,

@@ -205,3 +205,53 @@ fn with_oci_it_names_the_artifact_pinning_a_digest_and_following_a_tag() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an OCI reference"));
 }
+
+/// A cosign public key, as `cosign generate-key-pair` wrote it.
+const COSIGN_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEBmRcmpZR0ot7Ht4q9MZmUlBhrc/9
+ILEYB+sY9QMWny4WqjgLOl59/3XrvxZON34kCFn6AdyVSjwPQX+SmX+4SA==
+-----END PUBLIC KEY-----
+";
+
+#[test]
+fn with_a_cosign_key_the_registration_requires_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cosign.pub");
+    std::fs::write(&key, COSIGN_PUB).unwrap();
+    let pack = |key: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args([
+                "plugin",
+                "pack",
+                "--name",
+                "greeter",
+                "--oci",
+                "registry.example/p/greeter:1",
+            ])
+            .arg(guest_module("trellis-test-greeter-v1"))
+            .arg("--cosign-key")
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    let output = pack(&key);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    let registration: trellis::crd::ClusterReconcilerPlugin = serde_json::from_value(docs[0].clone()).unwrap();
+    let oci = registration.spec.plugin.module.oci.unwrap();
+    assert_eq!(oci.cosign_public_key.as_deref(), Some(COSIGN_PUB));
+
+    let not_a_key = dir.path().join("cosign.key");
+    std::fs::write(
+        &not_a_key,
+        "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let bad = pack(&not_a_key);
+    assert!(!bad.status.success(), "a private key is no public key");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not PUBLIC KEY"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -11,6 +11,7 @@
 pub mod layout;
 pub mod publish;
 pub mod pull_secret;
+pub mod signature;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, Config, ImageLayer};
 use oci_client::errors::OciDistributionError;
@@ -26,6 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a registry may stay silent in the middle of an answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub use layout::LayoutError;
+use signature::{
+    MAX_PAYLOAD_BYTES, MAX_SIGNATURES, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, SignatureError, SignedPayload,
+};
 
 /// How to reach a registry: credentials and extra roots of trust.
 #[derive(Clone, Default)]
@@ -148,6 +152,14 @@ pub enum OciError {
         /// [`MAX_MODULE_BYTES`].
         limit: usize,
     },
+    /// No cosign signature of the artifact verifies under a key required.
+    #[error("{reference}: {cause}")]
+    SignatureInvalid {
+        /// The reference.
+        reference: String,
+        /// Why not.
+        cause: Box<SignatureError>,
+    },
     /// Any other failure of the protocol or the connection.
     #[error("{operation} {reference}: {cause}")]
     Registry {
@@ -173,6 +185,7 @@ impl OciError {
             | Self::ManifestDigestMismatch { .. }
             | Self::ModuleDigestMismatch { .. } => "DigestMismatch",
             Self::TooLarge { .. } => "ModuleTooLarge",
+            Self::SignatureInvalid { .. } => "SignatureInvalid",
             Self::Registry { .. } => "RegistryUnavailable",
         }
     }
@@ -276,7 +289,7 @@ pub async fn pull(reference: &str, access: &RegistryAccess, expected_sha256: Opt
     }
     // oci-client checks the blob against the layer's digest as it reads; a
     // registry serving more than it declared is cut off at the limit.
-    let mut sink = LimitedSink::default();
+    let mut sink = LimitedSink::new(MAX_MODULE_BYTES);
     let pulled = client.pull_blob(&parsed, layer, &mut sink).await;
     if sink.overflowed {
         return Err(too_large(sink.bytes.len() as u64));
@@ -300,11 +313,81 @@ pub async fn pull(reference: &str, access: &RegistryAccess, expected_sha256: Opt
     })
 }
 
-/// Collects a blob, refusing to grow past [`MAX_MODULE_BYTES`].
-#[derive(Default)]
+/// The cosign signatures of the manifest `manifest_digest` in the
+/// repository of `reference`: the payloads and signatures of the
+/// simple-signing layers of its signature manifest (see [`signature`]).
+/// No signature manifest, or one without such layers, is
+/// [`OciError::SignatureInvalid`].
+pub async fn signatures(
+    reference: &str,
+    manifest_digest: &str,
+    access: &RegistryAccess,
+) -> Result<Vec<SignedPayload>, OciError> {
+    let parsed = parse_reference(reference)?;
+    let tag = signature::signature_tag(manifest_digest);
+    let signatures_ref = Reference::with_tag(
+        parsed.registry().to_owned(),
+        parsed.repository().to_owned(),
+        tag.clone(),
+    );
+    let invalid = |cause| OciError::SignatureInvalid {
+        reference: reference.to_owned(),
+        cause: Box::new(cause),
+    };
+    let client = client(access)?;
+    let manifest = match client.pull_image_manifest(&signatures_ref, &auth(access)).await {
+        Ok((manifest, _)) => manifest,
+        Err(e) => {
+            return Err(match classify("pull", &signatures_ref.whole(), e) {
+                OciError::NotFound { .. } => invalid(SignatureError::Unsigned { tag }),
+                other => other,
+            });
+        }
+    };
+    let mut found = Vec::new();
+    let layers = manifest
+        .layers
+        .iter()
+        .filter(|layer| layer.media_type == SIMPLE_SIGNING)
+        .filter_map(|layer| Some((layer, layer.annotations.as_ref()?.get(SIGNATURE_ANNOTATION)?)))
+        .take(MAX_SIGNATURES);
+    for (layer, signature_b64) in layers {
+        let too_large = |size: u64| invalid(SignatureError::PayloadTooLarge { size });
+        if !(0..=MAX_PAYLOAD_BYTES as i64).contains(&layer.size) {
+            return Err(too_large(layer.size.unsigned_abs()));
+        }
+        let mut sink = LimitedSink::new(MAX_PAYLOAD_BYTES);
+        let pulled = client.pull_blob(&signatures_ref, layer, &mut sink).await;
+        if sink.overflowed {
+            return Err(too_large(sink.bytes.len() as u64));
+        }
+        pulled.map_err(|e| classify("pull", &signatures_ref.whole(), e))?;
+        found.push(SignedPayload {
+            payload: sink.bytes,
+            signature_b64: signature_b64.clone(),
+        });
+    }
+    if found.is_empty() {
+        return Err(invalid(SignatureError::NoSignatureLayers { tag }));
+    }
+    Ok(found)
+}
+
+/// Collects a blob, refusing to grow past `limit` bytes.
 struct LimitedSink {
     bytes: Vec<u8>,
+    limit: usize,
     overflowed: bool,
+}
+
+impl LimitedSink {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
 }
 
 impl tokio::io::AsyncWrite for LimitedSink {
@@ -313,7 +396,7 @@ impl tokio::io::AsyncWrite for LimitedSink {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.bytes.len() + buf.len() > MAX_MODULE_BYTES {
+        if self.bytes.len() + buf.len() > self.limit {
             self.overflowed = true;
             return std::task::Poll::Ready(Err(std::io::Error::other("the module exceeds the size limit")));
         }
@@ -455,7 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_blob_past_the_module_limit_is_cut_off() {
-        let mut sink = LimitedSink::default();
+        let mut sink = LimitedSink::new(MAX_MODULE_BYTES);
         sink.write_all(&vec![0; MAX_MODULE_BYTES]).await.unwrap();
         assert!(sink.write_all(&[0]).await.is_err());
         assert!(sink.overflowed);

@@ -11,11 +11,17 @@
 //! when that moved; a digest reference that loaded is never checked again.
 //! A check that fails keeps the module that loaded before: the registry
 //! keeps serving it and shows why on the registration.
+//!
+//! Signatures: with host keys (`--cosign-key`) or a registration's
+//! `cosignPublicKey`, a module whose manifest digest moved is pulled only
+//! once a cosign signature of that digest verifies under one of the host's
+//! keys and under the registration's key (see [`crate::oci::signature`]).
 
 use super::configmap::compile_refusal;
 use super::declared::Refusal;
 use crate::controller::{Identity, Shared};
 use crate::crd::{OciModule, SecretRef};
+use crate::oci::signature::{self, CosignKey};
 use crate::oci::{self, RegistryAccess, pull_secret};
 use crate::runtime::{Limits, Plugin, Runtime, is_dns_label, is_dns_subdomain};
 use futures::FutureExt;
@@ -38,6 +44,9 @@ pub struct OciSettings {
     pub extra_roots_pem: Vec<Vec<u8>>,
     /// How often a tag is resolved again (`--oci-refresh-seconds`).
     pub refresh: Duration,
+    /// Keys of which one must have signed every module (`--cosign-key`);
+    /// none required when empty.
+    pub cosign_keys: Vec<CosignKey>,
 }
 
 impl Default for OciSettings {
@@ -45,6 +54,7 @@ impl Default for OciSettings {
         Self {
             extra_roots_pem: Vec::new(),
             refresh: Duration::from_secs(300),
+            cosign_keys: Vec::new(),
         }
     }
 }
@@ -155,15 +165,11 @@ impl OciModules {
                     )
                 }),
             };
-            let (roots, runtime, changed) = (
-                self.settings.extra_roots_pem.clone(),
-                runtime.clone(),
-                self.changed.clone(),
-            );
+            let (settings, runtime, changed) = (self.settings.clone(), runtime.clone(), self.changed.clone());
             let task_source = source.clone();
             entry.check = Some(tokio::spawn(async move {
                 let checked = match reader {
-                    Ok(client) => check(&task_source, client, roots, known, &runtime, limits).await,
+                    Ok(client) => check(&task_source, client, &settings, known, &runtime, limits).await,
                     Err(refusal) => Err(refusal),
                 };
                 changed.notify_one();
@@ -227,11 +233,12 @@ fn take_finished(source: &OciSource, entry: &mut Entry) {
 }
 
 /// One check of `source`: credentials, the reference's digest, and, when it
-/// is not `known`, the module pulled and compiled.
+/// is not `known`, its signatures verified and the module pulled and
+/// compiled.
 async fn check(
     source: &OciSource,
     reader: kube::Client,
-    extra_roots_pem: Vec<Vec<u8>>,
+    settings: &OciSettings,
     known: Option<String>,
     runtime: &Runtime,
     limits: Limits,
@@ -242,13 +249,32 @@ async fn check(
         None => None,
         Some(secret) => Some(credentials(reader, secret, parsed.registry(), parsed.repository()).await?),
     };
-    let access = RegistryAccess { basic, extra_roots_pem };
+    let access = RegistryAccess {
+        basic,
+        extra_roots_pem: settings.extra_roots_pem.clone(),
+    };
     let refused = |e: oci::OciError| Refusal::new(e.reason(), e.to_string());
     let manifest_digest = oci::resolve(&module.reference, &access).await.map_err(refused)?;
     if known.as_deref() == Some(manifest_digest.as_str()) {
         return Ok(None);
     }
     let pinned = format!("{}/{}@{manifest_digest}", parsed.registry(), parsed.repository());
+    let own_key = module.cosign_public_key.as_deref().map(registration_key).transpose()?;
+    if !settings.cosign_keys.is_empty() || own_key.is_some() {
+        let signatures = oci::signatures(&pinned, &manifest_digest, &access)
+            .await
+            .map_err(refused)?;
+        let invalid = |cause| {
+            refused(oci::OciError::SignatureInvalid {
+                reference: pinned.clone(),
+                cause: Box::new(cause),
+            })
+        };
+        signature::verify_any(&settings.cosign_keys, &manifest_digest, &signatures).map_err(invalid)?;
+        if let Some(key) = &own_key {
+            signature::verify(key, &manifest_digest, &signatures).map_err(invalid)?;
+        }
+    }
     let pulled = oci::pull(&pinned, &access, source.sha256.as_deref())
         .await
         .map_err(refused)?;
@@ -299,12 +325,21 @@ async fn credentials(
         .map_err(|e| Refusal::new("PullSecretInvalid", format!("{what}: {e}")))
 }
 
+/// A registration's `cosignPublicKey`, read.
+fn registration_key(pem: &str) -> Result<CosignKey, Refusal> {
+    CosignKey::from_pem(pem.as_bytes())
+        .map_err(|e| Refusal::new("InvalidCosignKey", format!("spec.module.oci.cosignPublicKey: {e}")))
+}
+
 /// `module` checked and completed for the declaration that names it: a
-/// reference that parses, a pull Secret reference that can be read, in the
+/// reference that parses, a cosign key that reads, a pull Secret reference that can be read, in the
 /// tenant's namespace (`tenant`, filled in when empty) or, for a cluster
 /// registration, in the namespace it names.
 pub fn checked_module(mut module: OciModule, tenant: Option<&Identity>) -> Result<OciModule, Refusal> {
     oci::parse_reference(&module.reference).map_err(|e| Refusal::new("InvalidReference", e.to_string()))?;
+    if let Some(pem) = &module.cosign_public_key {
+        registration_key(pem)?;
+    }
     let Some(secret) = &mut module.pull_secret else {
         return Ok(module);
     };
@@ -353,6 +388,7 @@ mod tests {
                 namespace: namespace.into(),
                 name: name.into(),
             }),
+            cosign_public_key: None,
         }
     }
 
@@ -401,5 +437,12 @@ mod tests {
             let refusal = checked_module(module(reference, secret), None).unwrap_err();
             assert_eq!(refusal.reason, reason, "{reference} {secret:?}: {refusal:?}");
         }
+    }
+
+    #[test]
+    fn a_cosign_key_that_does_not_read_is_refused_before_any_pull() {
+        let mut bad = module("registry.example/x:v1", None);
+        bad.cosign_public_key = Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into());
+        assert_eq!(checked_module(bad, None).unwrap_err().reason, "InvalidCosignKey");
     }
 }

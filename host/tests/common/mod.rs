@@ -5,9 +5,14 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
 mod deploy;
+mod oci;
 mod tenants;
 #[allow(unused_imports)] // each test binary uses a part of it
 pub use deploy::apply_deploy;
+#[allow(unused_imports)] // each test binary uses a part of it
+pub use oci::{
+    apply_greeter, eventually_greets, eventually_serves_artifact, pull_secret, push_module, registry_access,
+};
 #[allow(unused_imports)] // each test binary uses a part of it
 pub use tenants::{onboard, onboard_greeter, onboard_hostile, tenant_registration_is};
 

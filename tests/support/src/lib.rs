@@ -18,6 +18,7 @@
 
 pub mod assets;
 pub mod certs;
+pub mod cosign;
 mod env;
 pub mod kwok;
 pub mod process;

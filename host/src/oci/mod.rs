@@ -544,4 +544,30 @@ mod tests {
         assert!(sink.overflowed);
         assert_eq!(sink.bytes.len(), MAX_MODULE_BYTES);
     }
+
+    fn registry_error(code: oci_client::errors::OciErrorCode) -> OciDistributionError {
+        OciDistributionError::RegistryError {
+            envelope: oci_client::errors::OciEnvelope {
+                errors: vec![oci_client::errors::OciError {
+                    code,
+                    message: "repository name not known to registry".into(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: "https://registry.example/v2/team-a/greeter/blobs/uploads/".into(),
+        }
+    }
+
+    #[test]
+    fn an_unknown_repository_is_no_such_repository_on_push_and_not_found_on_pull() {
+        use oci_client::errors::OciErrorCode;
+        let reference = "registry.example/team-a/greeter:1";
+        let push = classify("push", reference, registry_error(OciErrorCode::NameUnknown));
+        assert!(matches!(push, OciError::NoSuchRepository { .. }), "{push:?}");
+        assert_eq!(push.reason(), "ModuleNotFound");
+        let pull = classify("pull", reference, registry_error(OciErrorCode::NameUnknown));
+        assert!(matches!(pull, OciError::NotFound { .. }), "{pull:?}");
+        let denied = classify("pull", reference, registry_error(OciErrorCode::Denied));
+        assert_eq!(denied.reason(), "Unauthorized");
+    }
 }

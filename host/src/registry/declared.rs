@@ -224,56 +224,37 @@ pub fn module_ref(declaration: &Declaration) -> Result<ModuleRef, Refusal> {
             ));
         }
     };
-    if let ModuleRef::ConfigMap(module) = &origin {
-        check_config_map_ref(module)?;
-    }
     match (origin, &declaration.tenant) {
         (ModuleRef::File(_), Some(_)) => Err(Refusal::new(
             "FileModuleNotAllowed",
             "a ReconcilerPlugin takes its module from a ConfigMap of its namespace (spec.module.configMap) \
              or an OCI artifact (spec.module.oci); files of the host's plugins folder are for ClusterReconcilerPlugins",
         )),
-        (ModuleRef::ConfigMap(mut module), Some(tenant)) => {
-            if module.namespace.is_empty() {
-                module.namespace = tenant.namespace.clone();
-            }
-            if module.namespace != tenant.namespace {
-                return Err(Refusal::new(
-                    "ModuleOutsideNamespace",
-                    format!(
-                        "spec.module.configMap.namespace is {}: a ReconcilerPlugin reads modules from its own namespace {} only",
-                        module.namespace, tenant.namespace
-                    ),
-                ));
-            }
+        (ModuleRef::ConfigMap(mut module), tenant) => {
+            check_config_map_ref(&mut module, tenant.as_ref())?;
             Ok(ModuleRef::ConfigMap(module))
         }
-        (ModuleRef::ConfigMap(module), None) if module.namespace.is_empty() => Err(Refusal::new(
-            "NoModuleNamespace",
-            "spec.module.configMap.namespace is required in a ClusterReconcilerPlugin",
-        )),
         (origin, _) => Ok(origin),
     }
 }
 
 /// A ConfigMap reference that can be watched: a DNS-subdomain name, a
-/// DNS-label namespace (or none, for the tenant's own), a valid key.
-/// Checked before it reaches a field selector, where a bad name would
-/// never list.
-fn check_config_map_ref(module: &ConfigMapModule) -> Result<(), Refusal> {
-    use crate::runtime::{is_dns_label, is_dns_subdomain};
-    let bad = |what: &str, value: &str| {
-        Err(Refusal::new(
-            "InvalidConfigMapRef",
-            format!("spec.module.configMap.{what} {value:?} is not a valid {what}"),
-        ))
-    };
-    if !is_dns_subdomain(&module.name) {
-        return bad("name", &module.name);
-    }
-    if !module.namespace.is_empty() && !is_dns_label(&module.namespace) {
-        return bad("namespace", &module.namespace);
-    }
+/// DNS-label namespace a registration may read (see [`super::refs`]), a
+/// valid key. Checked before it reaches a field selector, where a bad name
+/// would never list.
+fn check_config_map_ref(module: &mut ConfigMapModule, tenant: Option<&Identity>) -> Result<(), Refusal> {
+    const FIELD: &str = "spec.module.configMap";
+    super::refs::check_namespaced(
+        FIELD,
+        &module.name,
+        &mut module.namespace,
+        tenant,
+        &super::refs::RefReasons {
+            invalid: "InvalidConfigMapRef",
+            outside: "ModuleOutsideNamespace",
+            missing: "NoModuleNamespace",
+        },
+    )?;
     let key_ok = !module.key.is_empty()
         && module.key.len() <= 253
         && module
@@ -281,7 +262,10 @@ fn check_config_map_ref(module: &ConfigMapModule) -> Result<(), Refusal> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !key_ok {
-        return bad("key", &module.key);
+        return Err(Refusal::new(
+            "InvalidConfigMapRef",
+            format!("{FIELD}.key {:?} is not a valid key", module.key),
+        ));
     }
     Ok(())
 }
@@ -456,11 +440,28 @@ mod tests {
             name: name.into(),
             key: key.into(),
         };
+        let tenant = Identity {
+            namespace: "team-a".into(),
+            service_account: "plugins".into(),
+        };
         assert_eq!(
-            check_config_map_ref(&module("team-a", "greeter.v1", "module.wasm")),
+            check_config_map_ref(&mut module("team-a", "greeter.v1", "module.wasm"), None),
             Ok(())
         );
-        assert_eq!(check_config_map_ref(&module("", "greeter", "module.wasm")), Ok(()));
+        let mut own = module("", "greeter", "module.wasm");
+        assert_eq!(check_config_map_ref(&mut own, Some(&tenant)), Ok(()));
+        assert_eq!(own.namespace, "team-a", "a tenant's own namespace is filled in");
+        let mut elsewhere = module("team-b", "greeter", "module.wasm");
+        assert_eq!(
+            check_config_map_ref(&mut elsewhere, Some(&tenant)).unwrap_err().reason,
+            "ModuleOutsideNamespace"
+        );
+        assert_eq!(
+            check_config_map_ref(&mut module("", "greeter", "module.wasm"), None)
+                .unwrap_err()
+                .reason,
+            "NoModuleNamespace"
+        );
         for bad in [
             module("team-a", "Bad,Name", "module.wasm"),
             module("team-a", "a=b", "module.wasm"),
@@ -468,7 +469,7 @@ mod tests {
             module("team-a", "greeter", "a/b"),
         ] {
             assert_eq!(
-                check_config_map_ref(&bad).unwrap_err().reason,
+                check_config_map_ref(&mut bad.clone(), None).unwrap_err().reason,
                 "InvalidConfigMapRef",
                 "{bad:?}"
             );

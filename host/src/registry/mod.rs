@@ -33,6 +33,7 @@ pub mod configmap;
 pub mod declared;
 mod folder;
 pub mod oci;
+mod refs;
 mod release;
 mod report;
 mod watched;

@@ -23,7 +23,7 @@ use crate::controller::{Identity, Shared};
 use crate::crd::{OciModule, SecretRef};
 use crate::oci::signature::{self, CosignKey};
 use crate::oci::{self, RegistryAccess, pull_secret};
-use crate::runtime::{Limits, Plugin, Runtime, is_dns_label, is_dns_subdomain};
+use crate::runtime::{Limits, Plugin, Runtime};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -343,37 +343,17 @@ pub fn checked_module(mut module: OciModule, tenant: Option<&Identity>) -> Resul
     let Some(secret) = &mut module.pull_secret else {
         return Ok(module);
     };
-    let bad = |what: &str, value: &str| {
-        Err(Refusal::new(
-            "InvalidPullSecretRef",
-            format!("spec.module.oci.pullSecret.{what} {value:?} is not a valid {what}"),
-        ))
-    };
-    if !is_dns_subdomain(&secret.name) {
-        return bad("name", &secret.name);
-    }
-    if !secret.namespace.is_empty() && !is_dns_label(&secret.namespace) {
-        return bad("namespace", &secret.namespace);
-    }
-    match tenant {
-        Some(tenant) if secret.namespace.is_empty() => secret.namespace = tenant.namespace.clone(),
-        Some(tenant) if secret.namespace != tenant.namespace => {
-            return Err(Refusal::new(
-                "PullSecretOutsideNamespace",
-                format!(
-                    "spec.module.oci.pullSecret.namespace is {}: a ReconcilerPlugin may use a pull Secret of its own namespace {} only",
-                    secret.namespace, tenant.namespace
-                ),
-            ));
-        }
-        None if secret.namespace.is_empty() => {
-            return Err(Refusal::new(
-                "NoPullSecretNamespace",
-                "spec.module.oci.pullSecret.namespace is required in a ClusterReconcilerPlugin",
-            ));
-        }
-        _ => {}
-    }
+    super::refs::check_namespaced(
+        "spec.module.oci.pullSecret",
+        &secret.name,
+        &mut secret.namespace,
+        tenant,
+        &super::refs::RefReasons {
+            invalid: "InvalidPullSecretRef",
+            outside: "PullSecretOutsideNamespace",
+            missing: "NoPullSecretNamespace",
+        },
+    )?;
     Ok(module)
 }
 

@@ -84,17 +84,17 @@ envtest:
 ## promtool: Prometheus's promtool from Go source through the module proxy (cached in
 ## ~/.cache/trellis); render_monitoring checks the generated configs with it
 promtool:
-	tests/promtool build
+	tests/go-tool build promtool
 
 ## oci-registry: the CNCF distribution registry from Go source through the module proxy
 ## (cached in ~/.cache/trellis); the OCI tests push plugin modules to it and pull them back
 oci-registry:
-	tests/oci-registry build
+	tests/go-tool build registry
 
 ## cosign: sigstore's cosign from Go source through the module proxy (cached in
 ## ~/.cache/trellis); the signature tests sign module artifacts with it
 cosign:
-	tests/cosign build
+	tests/go-tool build cosign
 
 ## up / down: a local control plane in the background (prints `export KUBECONFIG=...`)
 up: envtest

@@ -1,5 +1,5 @@
 //! Plugin modules as OCI artifacts, against a real registry (the CNCF
-//! distribution registry built by `tests/oci-registry build`, on loopback
+//! distribution registry built by `tests/go-tool build registry`, on loopback
 //! with TLS and htpasswd auth): `trellis plugin push` publishes a module in
 //! the Wasm artifact layout, a tag resolves to its manifest's digest and
 //! moves when a new version is pushed under it, and a pull is refused for

@@ -8,7 +8,7 @@
 //! `*.prometheus.yaml` goldens show it readable for two cases.
 //!
 //! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test -p trellis --test render_monitoring`.
-//! promtool comes from `TRELLIS_PROMTOOL`, else `tests/promtool path`
+//! promtool comes from `TRELLIS_PROMTOOL`, else `tests/go-tool path promtool`
 //! (`make promtool` builds it).
 
 mod render_support;
@@ -109,7 +109,7 @@ fn golden(name: &str) -> String {
     std::fs::read_to_string(golden_dir().join(name)).unwrap()
 }
 
-/// promtool: `TRELLIS_PROMTOOL`, else where `tests/promtool build` puts it.
+/// promtool: `TRELLIS_PROMTOOL`, else where `tests/go-tool build promtool` puts it.
 fn promtool() -> PathBuf {
     let path = match std::env::var_os("TRELLIS_PROMTOOL") {
         Some(path) => PathBuf::from(path),
@@ -124,7 +124,7 @@ fn promtool() -> PathBuf {
     };
     assert!(
         path.is_file(),
-        "promtool is missing at {}: build it with `make promtool` (tests/promtool build), or point TRELLIS_PROMTOOL at one",
+        "promtool is missing at {}: build it with `make promtool` (tests/go-tool build promtool), or point TRELLIS_PROMTOOL at one",
         path.display()
     );
     path

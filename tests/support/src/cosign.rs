@@ -1,4 +1,4 @@
-//! sigstore's cosign for tests, built by `tests/cosign build` from the Go
+//! sigstore's cosign for tests, built by `tests/go-tool build cosign` from the Go
 //! module proxy into `${TRELLIS_ASSETS:-~/.cache/trellis/assets}/cosign-v2.6.5/`.
 //! Generates key pairs and signs artifacts of a test [`Registry`] the way a
 //! publisher does offline: `cosign sign --key` with no transparency log,
@@ -18,7 +18,7 @@ pub const COSIGN_VERSION: &str = "v2.6.5";
 #[derive(Debug, thiserror::Error)]
 pub enum CosignError {
     /// The binary is not built.
-    #[error("cosign is not at {0}: build it with `tests/cosign build`")]
+    #[error("cosign is not at {0}: build it with `tests/go-tool build cosign`")]
     Missing(PathBuf),
     /// The asset cache cannot be located.
     #[error(transparent)]

@@ -1,5 +1,5 @@
 //! A real OCI registry for tests: the CNCF distribution registry, built by
-//! `tests/oci-registry build` from the Go module proxy into
+//! `tests/go-tool build registry` from the Go module proxy into
 //! `${TRELLIS_ASSETS:-~/.cache/trellis/assets}/registry-v3.1.2/`, run on a
 //! free loopback port with TLS (a certificate from a CA of its own, see
 //! [`crate::certs`]) and htpasswd basic auth, its storage in a temporary
@@ -22,7 +22,7 @@ pub const REGISTRY_PASSWORD: &str = "s3cret-for-tests";
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The binary is not built.
-    #[error("the OCI registry is not at {0}: build it with `tests/oci-registry build`")]
+    #[error("the OCI registry is not at {0}: build it with `tests/go-tool build registry`")]
     Missing(PathBuf),
     /// The asset cache cannot be located.
     #[error(transparent)]

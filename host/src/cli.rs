@@ -53,6 +53,37 @@ pub enum PluginCommand {
     /// checking it loads. Credentials from TRELLIS_REGISTRY_USERNAME and
     /// TRELLIS_REGISTRY_PASSWORD; prints the manifest's digest.
     Push(PushArgs),
+    /// Compile modules into a module cache ahead of time, checking that each
+    /// loads, so a host using that cache (or seeded from it with
+    /// --module-cache-seed) serves them without compiling.
+    Compile(CompileArgs),
+}
+
+/// Arguments of `trellis plugin compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The modules (`.wasm`).
+    #[arg(required = true)]
+    pub modules: Vec<PathBuf>,
+    /// The cache to fill (as `trellis run --module-cache`).
+    #[arg(long, value_name = "DIR")]
+    pub module_cache: PathBuf,
+}
+
+/// Runs `trellis plugin compile`, printing a line per module.
+pub fn run_compile(args: CompileArgs) -> Result<(), crate::precompile::PrecompileError> {
+    for compiled in crate::precompile::precompile(&args.modules, &args.module_cache)? {
+        println!(
+            "compiled {}: {} {} (reconciles {}; module sha256 {}) in {} ms",
+            compiled.path.display(),
+            compiled.info.name,
+            compiled.info.version,
+            compiled.info.parent,
+            compiled.digest,
+            compiled.took.as_millis()
+        );
+    }
+    Ok(())
 }
 
 /// Arguments of `trellis plugin push`.
@@ -153,6 +184,10 @@ pub struct RunArgs {
     /// Folder of drop-in plugin modules (`*.wasm`).
     #[arg(long, env = "TRELLIS_PLUGINS_DIR", default_value = "plugins")]
     pub plugins_dir: PathBuf,
+    /// A plugin of the folder not to serve: its file NAME.wasm is left
+    /// alone as if it were not there (may be repeated).
+    #[arg(long = "disable-plugin", value_name = "NAME")]
+    pub disable_plugin: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "TRELLIS_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     pub metrics_addr: std::net::SocketAddr,
@@ -192,6 +227,11 @@ pub struct RunArgs {
     /// does not compile again (default: ~/.cache/trellis/modules; `none` disables).
     #[arg(long, env = "TRELLIS_MODULE_CACHE")]
     pub module_cache: Option<PathBuf>,
+    /// A folder of compiled modules (`trellis plugin compile`'s, such as
+    /// the image's pre-warmed one) copied into the module cache at start
+    /// where the cache lacks them.
+    #[arg(long, value_name = "DIR")]
+    pub module_cache_seed: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// The most memory a tenant's ReconcilerPlugin may ask for, in MiB per
@@ -284,6 +324,7 @@ impl TryFrom<RunArgs> for crate::run::RunOptions {
         Ok(Self {
             host: crate::host::HostOptions {
                 plugins_dir: a.plugins_dir,
+                disabled_plugins: a.disable_plugin.into_iter().collect(),
                 concurrency: a.concurrency,
                 limits: a.limits.into(),
                 poll: Duration::from_millis(a.poll_ms),
@@ -291,6 +332,7 @@ impl TryFrom<RunArgs> for crate::run::RunOptions {
                 leader,
                 instance: Some(identity),
                 module_cache_dir: module_cache_dir(a.module_cache),
+                module_cache_seed: a.module_cache_seed,
                 // Filled in by `run` with the configuration it infers.
                 client_config: None,
                 plugin_accounts: crate::controller::PluginAccounts::OwnServiceAccounts {

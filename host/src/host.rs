@@ -15,6 +15,7 @@ use crate::registry::{Registry, Settings, TenantCeilings};
 use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::Readiness;
 use kube::runtime::events::Reporter;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,6 +26,9 @@ use tokio::task::JoinHandle;
 pub struct HostOptions {
     /// Folder of drop-in `.wasm` plugins.
     pub plugins_dir: PathBuf,
+    /// Plugins of the folder never loaded, by file name without `.wasm`
+    /// (a chart's disabled bundled plugins).
+    pub disabled_plugins: BTreeSet<String>,
     /// Reconciles of one kind at once.
     pub concurrency: u16,
     /// Default limits of plugin calls.
@@ -39,6 +43,9 @@ pub struct HostOptions {
     pub instance: Option<String>,
     /// Compiled modules kept here across restarts (none when `None`).
     pub module_cache_dir: Option<PathBuf>,
+    /// Compiled modules copied into `module_cache_dir` at start where it
+    /// lacks them (an image's pre-warmed cache, read-only).
+    pub module_cache_seed: Option<PathBuf>,
     /// The configuration the client was made from: the host needs it to act
     /// as tenants' ServiceAccounts (tenant registrations are refused
     /// without it).
@@ -94,6 +101,7 @@ impl HostOptions {
     pub fn new(plugins_dir: impl Into<PathBuf>) -> Self {
         Self {
             plugins_dir: plugins_dir.into(),
+            disabled_plugins: BTreeSet::new(),
             concurrency: 16,
             limits: Limits::default(),
             poll: Duration::from_secs(2),
@@ -101,6 +109,7 @@ impl HostOptions {
             leader: None,
             instance: None,
             module_cache_dir: None,
+            module_cache_seed: None,
             client_config: None,
             plugin_accounts: PluginAccounts::OwnServiceAccounts {
                 namespace: "trellis-system".into(),
@@ -136,6 +145,7 @@ pub async fn run_host(
     let runtime = Runtime::new(RuntimeConfig {
         max_instances: u32::try_from(instances + SPARE_INSTANCES).unwrap_or(u32::MAX),
         module_cache_dir: options.module_cache_dir.clone(),
+        module_cache_seed: options.module_cache_seed.clone(),
         ..RuntimeConfig::default()
     })?;
     let shared = Shared {
@@ -198,6 +208,7 @@ pub async fn run_host(
                     accounts: options.plugin_accounts.clone(),
                     ceilings: options.tenant_ceilings,
                     oci: oci.clone(),
+                    disabled_plugins: options.disabled_plugins.clone(),
                 },
             );
             if let Some(admission) = &options.admission {

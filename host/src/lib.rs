@@ -4,6 +4,7 @@
 //! - [`runtime`]: loads plugins and runs each call in a fresh sandbox.
 //! - [`render`]: runs a plugin offline on files (`trellis render`).
 //! - [`pack`]: a module as ConfigMap + `ReconcilerPlugin` YAML (`trellis plugin pack`).
+//! - [`precompile`]: modules compiled into a module cache ahead of time (`trellis plugin compile`).
 //! - [`status`]: the status the host writes on parents.
 //! - [`host`]: the main loop of `trellis run` (registry, controllers, leader election).
 //! - [`controller`]: one controller per registered parent kind.
@@ -22,6 +23,7 @@ pub mod memory;
 pub mod metrics;
 pub mod oci;
 pub mod pack;
+pub mod precompile;
 pub mod registry;
 pub mod render;
 pub mod run;

@@ -2,7 +2,9 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trellis::cli::{Cli, Command, CrdKind, PluginCommand, run_init, run_pack, run_push, run_render, run_test};
+use trellis::cli::{
+    Cli, Command, CrdKind, PluginCommand, run_compile, run_init, run_pack, run_push, run_render, run_test,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,6 +25,10 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Push(args)) => {
             offline_logs();
             run_push(args).map_err(Into::into)
+        }
+        Command::Plugin(PluginCommand::Compile(args)) => {
+            offline_logs();
+            run_compile(args).map_err(Into::into)
         }
         Command::Crd { kind } => {
             let cluster = trellis::crd::cluster_crd_yaml();

@@ -1,9 +1,11 @@
 //! The plugins folder: every `*.wasm` in it is a plugin. The folder is
 //! polled, so adding, replacing or removing a file takes effect while the
-//! host runs (polling also sees ConfigMap volumes' symlink swaps).
+//! host runs (polling also sees ConfigMap volumes' symlink swaps). Files
+//! the host was told to leave alone (`--disable-plugin`) are treated as if
+//! they were not there.
 
 use crate::runtime::{Limits, Plugin, Runtime, RuntimeError, check_module_size};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -17,14 +19,18 @@ struct Stamp {
 /// The loaded state of the plugins folder.
 pub struct PluginFolder {
     dir: PathBuf,
+    /// File names (`NAME.wasm`) never loaded.
+    disabled: BTreeSet<String>,
     files: BTreeMap<String, (Stamp, Result<Plugin, String>)>,
 }
 
 impl PluginFolder {
-    /// A folder not read yet.
-    pub fn new(dir: &Path) -> Self {
+    /// A folder not read yet, whose plugins named in `disabled` (file
+    /// names without `.wasm`) are never loaded.
+    pub fn new(dir: &Path, disabled: &BTreeSet<String>) -> Self {
         Self {
             dir: dir.to_owned(),
+            disabled: disabled.iter().map(|name| format!("{name}.wasm")).collect(),
             files: BTreeMap::new(),
         }
     }
@@ -39,7 +45,7 @@ impl PluginFolder {
                 let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                     continue;
                 };
-                if !name.ends_with(".wasm") || name.starts_with('.') {
+                if !name.ends_with(".wasm") || name.starts_with('.') || self.disabled.contains(&name) {
                     continue;
                 }
                 // Follow symlinks (ConfigMap volumes are made of them).
@@ -129,9 +135,29 @@ mod tests {
             ..RuntimeConfig::default()
         })
         .unwrap();
-        let mut folder = PluginFolder::new(dir.path());
+        let mut folder = PluginFolder::new(dir.path(), &BTreeSet::new());
         assert!(folder.refresh(&runtime, Limits::default()).await);
         let refused = folder.get("huge.wasm").unwrap_err();
         assert!(refused.contains("more than the limit of 33554432"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_disabled_plugin_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Neither file is a module: the enabled one is refused, the disabled
+        // one is not even looked at.
+        std::fs::write(dir.path().join("kept.wasm"), b"not wasm").unwrap();
+        std::fs::write(dir.path().join("skipped.wasm"), b"not wasm").unwrap();
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: 2,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let disabled = BTreeSet::from(["skipped".to_owned()]);
+        let mut folder = PluginFolder::new(dir.path(), &disabled);
+        assert!(folder.refresh(&runtime, Limits::default()).await);
+        assert!(folder.contains("kept.wasm"));
+        assert!(!folder.contains("skipped.wasm"));
+        assert!(folder.get("skipped.wasm").unwrap_err().contains("no file skipped.wasm"));
     }
 }

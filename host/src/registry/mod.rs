@@ -118,6 +118,7 @@ impl Registry {
             None => Api::all(client.clone()),
         };
         let changed = Arc::new(Notify::new());
+        let folder = PluginFolder::new(dir, &settings.disabled_plugins);
         Self {
             cluster_declarations: Api::all(client.clone()),
             cluster_watch: Watched::start(Api::all(client.clone()), changed.clone()),
@@ -130,7 +131,7 @@ impl Registry {
             settings,
             runtime,
             shared,
-            folder: PluginFolder::new(dir),
+            folder,
             cluster_declared: Vec::new(),
             tenant_declared: Vec::new(),
             running: BTreeMap::new(),

@@ -22,6 +22,14 @@ pub enum RuntimeError {
     /// The wasmtime engine could not be configured.
     #[error("cannot configure the WebAssembly engine: {0}")]
     Engine(String),
+    /// The pre-warmed module cache could not be copied into the cache.
+    #[error("cannot seed the module cache {cache} from {seed}: {source}")]
+    CacheSeed {
+        seed: std::path::PathBuf,
+        cache: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The bytes are not a WebAssembly component wasmtime can compile.
     #[error("module {module} is not a valid WebAssembly component: {reason}")]
     Compile { module: String, reason: String },
@@ -115,7 +123,7 @@ impl RuntimeError {
     /// A short, stable label for metrics and condition reasons.
     pub fn cause(&self) -> &'static str {
         match self {
-            Self::Engine(_) => "Engine",
+            Self::Engine(_) | Self::CacheSeed { .. } => "Engine",
             Self::Compile { .. } => "CompileFailed",
             Self::ModuleTooLarge { .. } => "ModuleTooLarge",
             Self::CompileTimeout { .. } => "CompileTimeout",

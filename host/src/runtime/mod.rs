@@ -9,6 +9,7 @@
 
 mod admission;
 mod bindings;
+mod cache_seed;
 mod contract;
 mod decoration;
 mod error;
@@ -128,6 +129,10 @@ pub struct RuntimeConfig {
     /// keyed by the module's hash and the engine's settings and version).
     /// `None`: every start compiles again.
     pub module_cache_dir: Option<PathBuf>,
+    /// Compiled modules copied into `module_cache_dir` before the engine
+    /// starts, where it lacks them: a read-only, pre-warmed cache (the
+    /// image's). Ignored without a cache folder.
+    pub module_cache_seed: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -136,6 +141,7 @@ impl Default for RuntimeConfig {
             max_instances: 128,
             max_memory_bytes: 1 << 30,
             module_cache_dir: None,
+            module_cache_seed: None,
         }
     }
 }
@@ -178,6 +184,10 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let cache = match &config.module_cache_dir {
             Some(dir) => {
+                if let Some(seed) = &config.module_cache_seed {
+                    let copied = cache_seed::seed(seed, dir)?;
+                    tracing::info!(seed = %seed.display(), cache = %dir.display(), copied, "module cache seeded");
+                }
                 let mut settings = CacheConfig::new();
                 settings.with_directory(dir);
                 let cache = Cache::new(settings).map_err(|e| {

@@ -11,7 +11,7 @@ PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-re
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins examples sdk-check toolchain envtest promtool oci-registry cosign up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
+.PHONY: all build plugins examples sdk-check toolchain envtest promtool oci-registry cosign helm crane image up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
 
 all: build plugins
 
@@ -96,6 +96,23 @@ oci-registry:
 cosign:
 	tests/go-tool build cosign
 
+## helm / crane: Helm 3 and go-containerregistry's crane from Go source through the
+## module proxy (cached in ~/.cache/trellis); the chart tests run helm, `make image` crane
+helm:
+	tests/go-tool build helm
+
+crane:
+	tests/go-tool build crane
+
+## image: the host's OCI image without a Docker engine (deploy/image/build): Debian's
+## glibc and CA bundle, the bundled plugins compiled ahead, `trellis run` as user 65532;
+## into target/image/ (oci/ layout, trellis.tar, image.json); IMAGE=REGISTRY/REPO:TAG
+## pushes it there too (credentials from ~/.docker/config.json, as crane reads them)
+image: plugins crane
+	$(CARGO) build --release -p trellis
+	deploy/image/build --binary target/release/trellis
+	@if [ -n "$(IMAGE)" ]; then "$$(tests/go-tool path crane)" push target/image/oci "$(IMAGE)"; fi
+
 ## up / down: a local control plane in the background (prints `export KUBECONFIG=...`)
 up: envtest
 	@tests/control-plane up
@@ -117,7 +134,8 @@ install:
 uninstall:
 	kubectl delete --ignore-not-found -f deploy/crds/
 
-## deploy / undeploy: the host, its RBAC and CRDs (image `trellis:dev`, see deploy/Dockerfile)
+## deploy / undeploy: the host, its RBAC and CRDs through kustomize (image `trellis:dev`,
+## see `make image`); the Helm chart deploy/helm/trellis renders the same objects
 deploy:
 	kubectl apply --server-side -k deploy/
 
@@ -134,7 +152,7 @@ run-check:
 	TRELLIS_RUN_ONCE=1 TRELLIS_LOCAL_CLUSTER=1 TRELLIS_METRICS_ADDR=127.0.0.1:18080 TRELLIS_WEBHOOK_PORT=19443 $(MAKE) run
 
 ## test: the whole suite, against a real control plane, and the main command
-test: plugins examples envtest promtool oci-registry cosign sdk-check
+test: plugins examples envtest promtool oci-registry cosign helm crane sdk-check
 	$(MAKE) run-check
 	$(CARGO) test --workspace
 

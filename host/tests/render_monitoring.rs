@@ -14,7 +14,7 @@
 mod render_support;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use render_support::{assert_golden, input, render_plugin, repo, sample};
+use render_support::{assert_golden, input, render_plugin, sample};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -113,14 +113,7 @@ fn golden(name: &str) -> String {
 fn promtool() -> PathBuf {
     let path = match std::env::var_os("TRELLIS_PROMTOOL") {
         Some(path) => PathBuf::from(path),
-        None => {
-            let out = Command::new(repo().join("tests/promtool"))
-                .arg("path")
-                .output()
-                .expect("running tests/promtool path");
-            assert!(out.status.success(), "tests/promtool path failed");
-            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-        }
+        None => trellis_testenv::assets::go_tool("promtool"),
     };
     assert!(
         path.is_file(),

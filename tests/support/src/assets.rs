@@ -49,6 +49,31 @@ pub fn root_from_env() -> Result<PathBuf, AssetsError> {
     }
 }
 
+/// A tool `tests/go-tool` builds (`registry`, `cosign`, `promtool`, `helm`,
+/// `crane`): its path in the asset cache, asked of the script itself, which
+/// holds the pinned versions. Panics, naming the command to run, when it is
+/// not built.
+pub fn go_tool(name: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../go-tool");
+    let out = std::process::Command::new(&script)
+        .args(["path", name])
+        .output()
+        .unwrap_or_else(|e| panic!("running {} path {name}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} path {name} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        path.is_file(),
+        "{name} is not built at {}: build it with `tests/go-tool build {name}`",
+        path.display()
+    );
+    path
+}
+
 /// The binaries of a control plane, as found on disk.
 #[derive(Debug, Clone)]
 pub struct Assets {

@@ -16,7 +16,6 @@
 //!   upgrade disabling a bundled plugin takes its identity away, and one
 //!   turning tenants off narrows impersonation to the plugins' accounts.
 
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -57,12 +56,16 @@ fn kubectl() -> PathBuf {
 /// kubeconfig when given.
 fn run(program: &PathBuf, args: &[&str], env: Option<&TestEnv>, stdin: Option<&str>) -> Output {
     let mut command = Command::new(program);
-    command.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(env) = env {
         command.env("KUBECONFIG", env.kubeconfig_path());
     }
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
     if let Some(input) = stdin {
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
     }
@@ -149,7 +152,12 @@ fn the_chart_lints_with_its_own_and_the_strictest_values() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("tenants/maxMemoryMiB"), "{stderr}");
-    let unknown = run(&helm, &["template", "trellis", &chart, "--set", "replica=3"], None, None);
+    let unknown = run(
+        &helm,
+        &["template", "trellis", &chart, "--set", "replica=3"],
+        None,
+        None,
+    );
     assert!(!unknown.status.success(), "an unknown value passed");
 }
 
@@ -171,8 +179,7 @@ fn with_its_defaults_the_chart_renders_what_kustomize_renders() {
     );
     for (key, object) in &charted {
         assert_eq!(
-            object,
-            &kustomized[key],
+            object, &kustomized[key],
             "{key} differs between the chart (left) and deploy/ (right)"
         );
     }
@@ -255,7 +262,10 @@ async fn eventually_available(api: &Api<Deployment>, replicas: i32) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("the trellis Deployment did not become available: {:?}", api.get("trellis").await);
+    panic!(
+        "the trellis Deployment did not become available: {:?}",
+        api.get("trellis").await
+    );
 }
 
 #[tokio::test]
@@ -278,7 +288,16 @@ async fn helm_install_brings_the_host_up_with_exactly_its_rights() {
     let chart = chart().display().to_string();
     run_ok(
         &helm,
-        &["install", "trellis", &chart, "--namespace", &ns, "--wait", "--timeout", "3m"],
+        &[
+            "install",
+            "trellis",
+            &chart,
+            "--namespace",
+            &ns,
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
         Some(env),
         None,
     );
@@ -292,7 +311,10 @@ async fn helm_install_brings_the_host_up_with_exactly_its_rights() {
     // CA and configurations, and acting as its plugins.
     for (verb_and_resource, namespaced) in [
         (&["list", "clusterreconcilerplugins.trellis.dev"][..], false),
-        (&["patch", "reconcilerplugins.trellis.dev", "--subresource=status"][..], false),
+        (
+            &["patch", "reconcilerplugins.trellis.dev", "--subresource=status"][..],
+            false,
+        ),
         (&["watch", "configmaps"][..], false),
         (&["create", "events.events.k8s.io"][..], false),
         (&["update", "leases.coordination.k8s.io"][..], true),
@@ -319,14 +341,30 @@ async fn helm_install_brings_the_host_up_with_exactly_its_rights() {
         assert!(!can_i(env, &host, args), "the host may {args:?}");
     }
     // A plugin: its parent kind and children, nothing else.
-    assert!(can_i(env, &msdeploy, &["create", "deployments.apps", "--namespace=default"]));
-    assert!(can_i(env, &msdeploy, &["patch", "microservicedeploys.custom.ops", "--subresource=status"]));
+    assert!(can_i(
+        env,
+        &msdeploy,
+        &["create", "deployments.apps", "--namespace=default"]
+    ));
+    assert!(can_i(
+        env,
+        &msdeploy,
+        &["patch", "microservicedeploys.custom.ops", "--subresource=status"]
+    ));
     assert!(!can_i(env, &msdeploy, &["get", "secrets", "--namespace=default"]));
-    assert!(!can_i(env, &msdeploy, &["create", "statefulsets.apps", "--namespace=default"]));
+    assert!(!can_i(
+        env,
+        &msdeploy,
+        &["create", "statefulsets.apps", "--namespace=default"]
+    ));
 
     // With tenants' accounts on (the default), the host may act as any
     // ServiceAccount a registration names.
-    assert!(can_i(env, &host, &["impersonate", "serviceaccounts/default", "--namespace=default"]));
+    assert!(can_i(
+        env,
+        &host,
+        &["impersonate", "serviceaccounts/default", "--namespace=default"]
+    ));
 
     // Disabling a bundled plugin takes its identity away and tells the host
     // to leave its module alone; without tenants, the host may act as the
@@ -334,19 +372,50 @@ async fn helm_install_brings_the_host_up_with_exactly_its_rights() {
     run_ok(
         &helm,
         &[
-            "upgrade", "trellis", &chart, "--namespace", &ns, "--set", "plugins.redis.enabled=false", "--set",
-            "tenants.enabled=false", "--wait", "--timeout", "3m",
+            "upgrade",
+            "trellis",
+            &chart,
+            "--namespace",
+            &ns,
+            "--set",
+            "plugins.redis.enabled=false",
+            "--set",
+            "tenants.enabled=false",
+            "--wait",
+            "--timeout",
+            "3m",
         ],
         Some(env),
         None,
     );
-    assert!(!can_i(env, &host, &["impersonate", "serviceaccounts/trellis-plugin-redis", &ns_flag]));
-    assert!(!can_i(env, &host, &["impersonate", "serviceaccounts/default", "--namespace=default"]));
-    assert!(can_i(env, &host, &["impersonate", "serviceaccounts/trellis-plugin-msdeploy", &ns_flag]));
+    assert!(!can_i(
+        env,
+        &host,
+        &["impersonate", "serviceaccounts/trellis-plugin-redis", &ns_flag]
+    ));
+    assert!(!can_i(
+        env,
+        &host,
+        &["impersonate", "serviceaccounts/default", "--namespace=default"]
+    ));
+    assert!(can_i(
+        env,
+        &host,
+        &["impersonate", "serviceaccounts/trellis-plugin-msdeploy", &ns_flag]
+    ));
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(admin.clone(), &ns);
     assert!(accounts.get_opt("trellis-plugin-redis").await.unwrap().is_none());
     assert!(accounts.get_opt("trellis-plugin-msdeploy").await.unwrap().is_some());
-    let args = deployments.get("trellis").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0]
+    let args = deployments
+        .get("trellis")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
         .args
         .clone()
         .unwrap();

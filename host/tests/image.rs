@@ -137,7 +137,10 @@ async fn the_image_is_pushed_pulled_back_and_serves_from_its_warm_cache() {
     assert!(untarred.success());
     assert!(rootfs.join("usr/local/bin/trellis").is_file());
     for plugin in BUNDLED {
-        assert!(rootfs.join(format!("usr/lib/trellis/plugins/{plugin}.wasm")).is_file(), "{plugin}");
+        assert!(
+            rootfs.join(format!("usr/lib/trellis/plugins/{plugin}.wasm")).is_file(),
+            "{plugin}"
+        );
     }
     assert!(rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file());
 
@@ -154,7 +157,11 @@ async fn the_image_is_pushed_pulled_back_and_serves_from_its_warm_cache() {
 /// loaded every bundled plugin from the pre-warmed cache.
 async fn run_in_root_filesystem(rootfs: &Path, container: &Value) {
     let env = shared_env();
-    std::fs::write(rootfs.join("tmp/kubeconfig"), self_contained_kubeconfig(env.kubeconfig_path())).unwrap();
+    std::fs::write(
+        rootfs.join("tmp/kubeconfig"),
+        self_contained_kubeconfig(env.kubeconfig_path()),
+    )
+    .unwrap();
     // What the Deployment mounts: an empty, writable cache folder.
     let cache = rootfs.join("var/cache/trellis");
     std::fs::create_dir_all(&cache).unwrap();
@@ -199,7 +206,10 @@ async fn run_in_root_filesystem(rootfs: &Path, container: &Value) {
             let misses = metric(&text, r#"trellis_module_cache_compiles{result="miss"}"#);
             if misses.is_some_and(|m| m > 0) {
                 host.kill().unwrap();
-                panic!("the host compiled {misses:?} module(s) despite the warm cache:\n{}", log());
+                panic!(
+                    "the host compiled {misses:?} module(s) despite the warm cache:\n{}",
+                    log()
+                );
             }
             if hits == Some(BUNDLED.len() as i64) {
                 assert_eq!(misses, Some(0), "compiled despite the warm cache");

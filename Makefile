@@ -110,7 +110,7 @@ crane:
 ## pushes it there too (credentials from ~/.docker/config.json, as crane reads them)
 image: plugins crane
 	$(CARGO) build --release -p trellis
-	deploy/image/build --binary target/release/trellis
+	deploy/image/build --binary target/release/trellis --strip
 	@if [ -n "$(IMAGE)" ]; then "$$(tests/go-tool path crane)" push target/image/oci "$(IMAGE)"; fi
 
 ## up / down: a local control plane in the background (prints `export KUBECONFIG=...`)

@@ -113,7 +113,7 @@ async fn the_image_is_pushed_pulled_back_and_serves_from_its_warm_cache() {
     assert_eq!(digest.trim(), summary["digest"].as_str().unwrap());
     let manifest: Value = serde_json::from_slice(&crane(&registry, &docker_config, &["manifest", &reference])).unwrap();
     assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3, "{manifest}");
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 4, "{manifest}");
     let config: Value = serde_json::from_slice(&crane(&registry, &docker_config, &["config", &reference])).unwrap();
     let container = &config["config"];
     assert_eq!(container["User"], "65532:65532", "{config}");
@@ -162,10 +162,10 @@ async fn run_in_root_filesystem(rootfs: &Path, container: &Value) {
         self_contained_kubeconfig(env.kubeconfig_path()),
     )
     .unwrap();
-    // What the Deployment mounts: an empty, writable cache folder.
+    // The image's own cache folder, the user's (a Deployment mounts an
+    // emptyDir there).
     let cache = rootfs.join("var/cache/trellis");
-    std::fs::create_dir_all(&cache).unwrap();
-    std::os::unix::fs::chown(&cache, Some(65532), Some(65532)).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&cache).unwrap()), 65532);
     std::os::unix::fs::chown(rootfs.join("tmp/kubeconfig"), Some(65532), Some(65532)).unwrap();
 
     let port = free_port().unwrap();

@@ -165,7 +165,10 @@ async fn run_in_root_filesystem(rootfs: &Path, container: &Value) {
     // The image's own cache folder, the user's (a Deployment mounts an
     // emptyDir there).
     let cache = rootfs.join("var/cache/trellis");
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&cache).unwrap()), 65532);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&cache).unwrap()),
+        65532
+    );
     std::os::unix::fs::chown(rootfs.join("tmp/kubeconfig"), Some(65532), Some(65532)).unwrap();
 
     let port = free_port().unwrap();

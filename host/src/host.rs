@@ -11,7 +11,7 @@ use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::oci::OciError;
 use crate::registry::oci::OciSettings;
-use crate::registry::{Registry, Settings, TenantCeilings};
+use crate::registry::{PluginFolder, Registry, Settings, TenantCeilings};
 use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::Readiness;
 use kube::runtime::events::Reporter;
@@ -202,13 +202,12 @@ pub async fn run_host(
             let mut new_registry = Registry::new(
                 runtime.clone(),
                 shared.clone(),
-                &options.plugins_dir,
+                PluginFolder::new(&options.plugins_dir, &options.disabled_plugins),
                 Settings {
                     limits: options.limits,
                     accounts: options.plugin_accounts.clone(),
                     ceilings: options.tenant_ceilings,
                     oci: oci.clone(),
-                    disabled_plugins: options.disabled_plugins.clone(),
                 },
             );
             if let Some(admission) = &options.admission {

@@ -4,8 +4,9 @@
 //! compiling. `make image` pre-warms the image's cache with it.
 //!
 //! The cache is wasmtime's, keyed by the module's hash and the engine's
-//! settings, version and CPU features: the runtime here is the one
-//! `trellis run` builds, so its entries are the ones `run` looks up.
+//! settings, version and CPU features: the runtime here has `trellis run`'s
+//! engine settings (only its pool is smaller, which the key leaves out, as
+//! a test below shows), so its entries are the ones `run` looks up.
 
 use crate::runtime::{Limits, PluginInfo, Runtime, RuntimeConfig, RuntimeError, check_module_size};
 use std::path::{Path, PathBuf};

@@ -322,8 +322,6 @@ pub struct Settings {
     pub ceilings: TenantCeilings,
     /// How registries are reached.
     pub oci: super::oci::OciSettings,
-    /// Plugins of the folder never loaded (file names without `.wasm`).
-    pub disabled_plugins: std::collections::BTreeSet<String>,
 }
 
 /// The registration a declaration asks for, checked against its module

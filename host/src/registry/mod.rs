@@ -51,7 +51,6 @@ use kube::Api;
 use kube::runtime::events::Recorder;
 use oci::{OciModules, OciSource, Stamp};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use watched::Watched;
@@ -109,16 +108,15 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    /// An empty registry over the plugins folder `dir`, resolving
+    /// An empty registry over the plugins `folder` (not read yet), resolving
     /// registrations with `settings`.
-    pub fn new(runtime: Runtime, shared: Shared, dir: &Path, settings: Settings) -> Self {
+    pub fn new(runtime: Runtime, shared: Shared, folder: PluginFolder, settings: Settings) -> Self {
         let client = shared.client.clone();
         let tenant_declarations = match &shared.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
         let changed = Arc::new(Notify::new());
-        let folder = PluginFolder::new(dir, &settings.disabled_plugins);
         Self {
             cluster_declarations: Api::all(client.clone()),
             cluster_watch: Watched::start(Api::all(client.clone()), changed.clone()),

@@ -131,7 +131,7 @@ pub struct RuntimeConfig {
     pub module_cache_dir: Option<PathBuf>,
     /// Compiled modules copied into `module_cache_dir` before the engine
     /// starts, where it lacks them: a read-only, pre-warmed cache (the
-    /// image's). Ignored without a cache folder.
+    /// image's). Without a cache folder there is nothing to seed (a warning).
     pub module_cache_seed: Option<PathBuf>,
 }
 
@@ -182,6 +182,11 @@ impl Runtime {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if config.module_cache_dir.is_none()
+            && let Some(seed) = &config.module_cache_seed
+        {
+            tracing::warn!(seed = %seed.display(), "no module cache to seed: the seed is not used");
+        }
         let cache = match &config.module_cache_dir {
             Some(dir) => {
                 if let Some(seed) = &config.module_cache_seed {

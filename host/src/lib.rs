@@ -10,6 +10,7 @@
 //! - [`controller`]: one controller per registered parent kind.
 //! - [`registry`]: which plugin serves which kind (plugins folder, `ReconcilerPlugin`s).
 //! - [`admission`]: validating and mutating webhooks answered by plugins.
+//! - [`shard`]: parents shared among replicas by shard Leases.
 //! - [`cli`]: the command line.
 
 pub mod admission;
@@ -31,6 +32,7 @@ pub mod runtime;
 pub mod scaffold;
 pub mod scenario;
 pub mod server;
+pub mod shard;
 pub mod status;
 #[doc(hidden)]
 pub mod testing;

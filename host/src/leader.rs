@@ -75,7 +75,7 @@ pub struct LeaderElector {
 /// Judges expiry as client-go does: by the local instant at which the
 /// record last changed.
 #[derive(Debug, Default)]
-struct LeaseObserver {
+pub(crate) struct LeaseObserver {
     /// The record last seen and the local instant it was first seen.
     observed: Option<(Observed, Instant)>,
 }
@@ -83,7 +83,7 @@ struct LeaseObserver {
 impl LeaseObserver {
     /// Notes the record of `spec`; returns whether it has stayed unchanged
     /// for longer than its duration, by the local monotonic clock.
-    fn expired(&mut self, spec: &LeaseSpec) -> bool {
+    pub(crate) fn expired(&mut self, spec: &LeaseSpec) -> bool {
         let record = Observed {
             holder: spec.holder_identity.clone(),
             renew_time: spec.renew_time.clone(),

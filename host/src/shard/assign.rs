@@ -112,7 +112,12 @@ impl Round<'_> {
                 })
                 .collect();
             // Preferred ones first, then by this replica's weight.
-            free.sort_by_key(|&s| (std::cmp::Reverse(self.preferred(s, &live)), std::cmp::Reverse(weight(s, self.me))));
+            free.sort_by_key(|&s| {
+                (
+                    std::cmp::Reverse(self.preferred(s, &live)),
+                    std::cmp::Reverse(weight(s, self.me)),
+                )
+            });
             free.truncate(share - held.len());
             decision.acquire = free;
         }

@@ -10,6 +10,13 @@
 //!
 //! - [`assign`]: the pure decisions: a parent's shard, the fair share, and
 //!   which shards to renew, take and give up after reading the Leases.
+//! - [`ownership`]: the shards held now and the reconciles running in each,
+//!   shared by the Lease task and the controllers.
+//! - [`leases`]: the task that reads and writes the Leases.
 pub mod assign;
+pub mod leases;
+pub mod ownership;
 
 pub use assign::{Decision, Round, ShardBy, ShardLease, fair_share, shard_of};
+pub use leases::{ShardError, ShardLeases, ShardOptions};
+pub use ownership::{InFlight, Ownership};

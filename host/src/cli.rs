@@ -39,6 +39,33 @@ pub enum Command {
     /// Work with plugin modules.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Show which replica leads and which holds each shard, from the Leases
+    /// of the host's namespace (in the cluster of KUBECONFIG).
+    Status(StatusArgs),
+}
+
+/// `trellis status`
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The host's namespace, where its Leases are.
+    #[arg(long, short = 'n', env = "POD_NAMESPACE", default_value = "trellis-system")]
+    pub namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "trellis-leader")]
+    pub lease_name: String,
+}
+
+/// Prints `trellis status`.
+pub fn run_status(args: StatusArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let text = runtime.block_on(async {
+        let client = kube::Client::try_default().await?;
+        crate::shard::status::status(client, &args.namespace, &args.lease_name)
+            .await
+            .map_err(Box::<dyn std::error::Error>::from)
+    })?;
+    print!("{text}");
+    Ok(())
 }
 
 /// `trellis plugin ...`
@@ -220,6 +247,16 @@ pub struct RunArgs {
     /// Seconds a leader Lease lasts without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
+    /// Share the parents among the replicas in this many shards, each held
+    /// by one replica through a Lease `trellis-shard-<i>` (in the leader
+    /// Lease's namespace, lasting as long). More than 1 implies
+    /// `--leader-elect`: the leader does the cluster-scoped work.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
+    /// What a parent's shard is computed from: `name` (its namespace and
+    /// name) or `namespace` (a tenant's parents stay on one replica).
+    #[arg(long, value_enum, default_value_t = crate::shard::ShardBy::Name)]
+    pub shard_by: crate::shard::ShardBy,
     /// This replica's name (the pod's name), for the Lease and events.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -315,7 +352,16 @@ impl TryFrom<RunArgs> for crate::run::RunOptions {
             None => None,
         };
         let identity = a.identity.clone().unwrap_or_else(default_identity);
-        let leader = a.leader_elect.then(|| crate::leader::LeaderOptions {
+        let sharding = (a.shards > 1).then(|| crate::shard::ShardingOptions {
+            shards: a.shards,
+            by: a.shard_by,
+            leases: crate::shard::ShardOptions {
+                namespace: a.lease_namespace.clone(),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(a.lease_seconds.max(3)),
+            },
+        });
+        let leader = (a.leader_elect || sharding.is_some()).then(|| crate::leader::LeaderOptions {
             namespace: a.lease_namespace.clone(),
             name: a.lease_name.clone(),
             identity: identity.clone(),
@@ -330,6 +376,7 @@ impl TryFrom<RunArgs> for crate::run::RunOptions {
                 poll: Duration::from_millis(a.poll_ms),
                 namespace: a.watch_namespace,
                 leader,
+                sharding,
                 instance: Some(identity),
                 module_cache_dir: module_cache_dir(a.module_cache),
                 module_cache_seed: a.module_cache_seed,

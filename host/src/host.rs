@@ -14,6 +14,7 @@ use crate::registry::oci::OciSettings;
 use crate::registry::{PluginFolder, Registry, Settings, TenantCeilings};
 use crate::runtime::{Limits, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::Readiness;
+use crate::shard::{Ownership, ShardLeases, ShardingOptions};
 use kube::runtime::events::Reporter;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -38,7 +39,11 @@ pub struct HostOptions {
     /// Watch only this namespace (all when `None`).
     pub namespace: Option<String>,
     /// Lead over this Lease before reconciling (always lead when `None`).
+    /// With sharding, the leader does the cluster-scoped work only.
     pub leader: Option<LeaderOptions>,
+    /// Share the parents among the replicas by shard Leases (`None`: the
+    /// leader reconciles all).
+    pub sharding: Option<ShardingOptions>,
     /// Name of this replica in events (`reportingInstance`).
     pub instance: Option<String>,
     /// Compiled modules kept here across restarts (none when `None`).
@@ -107,6 +112,7 @@ impl HostOptions {
             poll: Duration::from_secs(2),
             namespace: None,
             leader: None,
+            sharding: None,
             instance: None,
             module_cache_dir: None,
             module_cache_seed: None,
@@ -148,7 +154,9 @@ pub async fn run_host(
         module_cache_seed: options.module_cache_seed.clone(),
         ..RuntimeConfig::default()
     })?;
+    let ownership = options.sharding.as_ref().map(|s| Ownership::new(s.shards, s.by));
     let shared = Shared {
+        ownership: ownership.clone(),
         client: client.clone(),
         metrics,
         reporter: Reporter {
@@ -183,6 +191,24 @@ pub async fn run_host(
         None => None,
     };
     tracing::info!(plugins_dir = %options.plugins_dir.display(), namespace = ?options.namespace, leader_election = options.leader.is_some(), call_slots = slots, instance_slots = instances, memory_budget_mib = options.memory_budget_mib, "trellis host starting");
+    let shards_gauge = ownership.clone().map(|ownership| {
+        let metrics = shared.metrics.clone();
+        tokio::spawn(async move {
+            let mut held = ownership.subscribe();
+            loop {
+                metrics.set_shards_held(held.borrow_and_update().len());
+                if held.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let shard_leases = options
+        .sharding
+        .as_ref()
+        .zip(ownership)
+        .map(|(sharding, ownership)| ShardLeases::spawn(client.clone(), sharding.leases.clone(), ownership));
+    let sharded = shard_leases.is_some();
     let leadership = options
         .leader
         .clone()
@@ -196,7 +222,12 @@ pub async fn run_host(
     let mut decided = leadership.is_none();
     loop {
         let lead = *leading.borrow_and_update();
-        if lead && registry.is_none() {
+        if sharded {
+            // Every replica runs controllers (for the shards it holds); the
+            // leader also does the cluster-scoped work.
+            shared.metrics.set_leading(lead);
+        }
+        if (lead || sharded) && registry.is_none() {
             tracing::info!("leading: starting controllers");
             let (stop, stopped) = watch::channel(false);
             let mut new_registry = Registry::new(
@@ -213,10 +244,13 @@ pub async fn run_host(
             if let Some(admission) = &options.admission {
                 new_registry.serve_admission(Webhooks::new(shared.client.clone(), admission.clone(), serving.clone()));
             }
+            if sharded {
+                new_registry.cluster_work_while(leading.clone());
+            }
             let task = tokio::spawn(keep_registry(new_registry, options.poll, ready.clone(), stopped));
             registry = Some(RegistryTask { task, stop });
-            shared.metrics.set_leading(true);
-        } else if !lead {
+            shared.metrics.set_leading(lead);
+        } else if !lead && !sharded {
             if let Some(task) = registry.take() {
                 // Another replica may lead soon: stop now, not gracefully.
                 task.task.abort();
@@ -249,6 +283,13 @@ pub async fn run_host(
         {
             tracing::warn!("the registry did not stop in time");
         }
+    }
+    if let Some(shard_leases) = shard_leases {
+        // Nothing is in flight any more: the shards go at once.
+        shard_leases.release().await;
+    }
+    if let Some(gauge) = shards_gauge {
+        gauge.abort();
     }
     if let Some(leadership) = leadership {
         leadership.release().await;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use trellis::cli::{
-    Cli, Command, CrdKind, PluginCommand, run_compile, run_init, run_pack, run_push, run_render, run_test,
+    Cli, Command, CrdKind, PluginCommand, run_compile, run_init, run_pack, run_push, run_render, run_status, run_test,
 };
 
 fn main() -> ExitCode {
@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Compile(args)) => {
             offline_logs();
             run_compile(args).map_err(Into::into)
+        }
+        Command::Status(args) => {
+            offline_logs();
+            run_status(args)
         }
         Command::Crd { kind } => {
             let cluster = trellis::crd::cluster_crd_yaml();

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the host, per plugin: reconciles, errors by
 //! cause, plugin call and apply latency, writes and reconciles in flight;
-//! admission answers per hook and verdict; and the module cache's hits
-//! and misses.
+//! admission answers per hook and verdict; the module cache's hits
+//! and misses; and, sharded, the shards held and the parents per shard.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +61,16 @@ pub struct Metrics {
     leading: Gauge,
     /// Host-side time of answering one admission review.
     admission: Family<AdmissionLabels, Histogram>,
+    /// Sharded: the shards this replica holds.
+    shards_held: Gauge,
+    /// Sharded: the parents of each shard held here, per plugin.
+    shard_parents: Family<ShardLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    plugin: String,
+    shard: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,9 +148,23 @@ impl Metrics {
             "Host-side time of answering one admission review (the plugin call included), per plugin, hook and verdict",
             admission.clone(),
         );
+        let shards_held = Gauge::default();
+        registry.register(
+            "shards_held",
+            "Sharded: the shards this replica holds (and reconciles the parents of)",
+            shards_held.clone(),
+        );
+        let shard_parents = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "shard_parents",
+            "Sharded: the parents of each shard this replica holds, per plugin",
+            shard_parents.clone(),
+        );
         Self {
             admission,
             events_dropped,
+            shards_held,
+            shard_parents,
             module_cache,
             leading,
             registry: Arc::new(registry),
@@ -226,6 +250,33 @@ impl Metrics {
     /// Whether this replica runs the controllers now.
     pub fn set_leading(&self, leading: bool) {
         self.leading.set(i64::from(leading));
+    }
+
+    /// Sharded: how many shards this replica holds.
+    pub fn set_shards_held(&self, held: usize) {
+        self.shards_held.set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// Sharded: the parents of `plugin` in each shard held (`counts`); the
+    /// shards of `before` no longer in `counts` are dropped from the metric.
+    pub fn set_shard_parents(
+        &self,
+        plugin: &str,
+        before: &std::collections::BTreeMap<u32, usize>,
+        counts: &std::collections::BTreeMap<u32, usize>,
+    ) {
+        let labels = |shard: u32| ShardLabels {
+            plugin: plugin.to_owned(),
+            shard: shard.to_string(),
+        };
+        for shard in before.keys().filter(|s| !counts.contains_key(s)) {
+            self.shard_parents.remove(&labels(*shard));
+        }
+        for (shard, n) in counts {
+            self.shard_parents
+                .get_or_create(&labels(*shard))
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The module cache's hits and misses since the start.

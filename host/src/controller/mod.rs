@@ -29,7 +29,10 @@ mod parent;
 mod reconcile;
 mod related;
 mod release;
+mod sharded;
 mod target;
+mod triggers;
+use triggers::{RelatedTriggers, indexed, related_triggers};
 
 pub use apply::finalizer_patch;
 pub use gate::{CallGate, GateError, GateLimits};
@@ -45,7 +48,7 @@ use futures::{StreamExt, TryStreamExt};
 use index::{IndexKey, ObjectIndex};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, ResourceExt};
 use names::ForeignNames;
@@ -132,6 +135,9 @@ pub struct Shared {
     pub service_account_consent: bool,
     /// Admits every plugin call: slots in turn, and the memory budget.
     pub calls: CallGate,
+    /// With sharding, the shards this replica holds: only their parents are
+    /// reconciled here. `None`: every parent.
+    pub ownership: Option<Arc<crate::shard::Ownership>>,
 }
 
 impl Shared {
@@ -214,6 +220,9 @@ pub(crate) struct Context {
     selections: related::Selections,
     /// The parent cache (what `default-related` is handed).
     parents: reflector::Store<ParentObject>,
+    /// With sharding: under which grant of its shard each parent was last
+    /// read fresh.
+    fresh_reads: Arc<sharded::FreshReads>,
 }
 
 /// A kind the plugin emits: its cache, and the names other objects of it take.
@@ -308,6 +317,8 @@ impl KindController {
         let forget_written = written_status.clone();
         let selections = related::Selections::default();
         let forget_selection = selections.clone();
+        let fresh_reads = Arc::new(sharded::FreshReads::default());
+        let forget_fresh_read = fresh_reads.clone();
         let parent_events = watcher(shared.watch_api(&parent), watcher::Config::default())
             .default_backoff()
             .modify(|object| object.metadata.managed_fields = None)
@@ -316,6 +327,7 @@ impl KindController {
                 if let watcher::Event::Delete(gone) = &event {
                     let key = related::parent_key(gone.metadata.namespace.as_deref(), &gone.name_any());
                     forget_selection.write().expect("selections lock").remove(&key);
+                    forget_fresh_read.forget(&key);
                 }
                 parent::event(event, &parent_kind)
             });
@@ -374,6 +386,14 @@ impl KindController {
             controller = controller.reconcile_on(related_triggers(&shared, served, config, index.clone(), concerns));
         }
 
+        if let Some(ownership) = &shared.ownership {
+            controller = controller.reconcile_on(sharded::granted_parents(
+                ownership,
+                parents.clone(),
+                parent.resource.clone(),
+            ));
+        }
+
         let name = registration.name.clone();
         let context = Arc::new(Context {
             recorder,
@@ -388,6 +408,7 @@ impl KindController {
             event_rate: event_rate::EventRate::default(),
             selections: selections.clone(),
             parents: parents.clone(),
+            fresh_reads,
         });
         // Each plugin has its own queue and its own share of workers: one
         // plugin's slow or failing reconciles never hold another's.
@@ -401,7 +422,14 @@ impl KindController {
         let controller = controller.reconcile_all_on(futures::stream::unfold(requests, |mut requests| async move {
             requests.recv().await.map(|()| ((), requests))
         }));
+        let counting = context.shared.ownership.clone().map(|ownership| {
+            let counting =
+                sharded::count_parents(ownership, parents.clone(), context.shared.metrics.clone(), name.clone());
+            sharded::AbortOnDrop(tokio::spawn(counting))
+        });
         let task = tokio::spawn(async move {
+            // Counting parents per shard stops with the controller.
+            let _counting = counting;
             tracing::info!(plugin = %name, "controller started");
             controller
                 .with_config(controller::Config::default().concurrency(concurrency))
@@ -471,110 +499,6 @@ impl Drop for KindController {
             watch.abort();
         }
     }
-}
-
-/// A watch of `kind` feeding `index`, as the stream of objects whose changes
-/// should trigger a reconcile (the echoes of the host's own writes left out).
-fn indexed(
-    shared: &Shared,
-    kind: &ServedKind,
-    config: watcher::Config,
-    index: ObjectIndex,
-) -> impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static {
-    watcher(shared.watch_api(kind), config)
-        .default_backoff()
-        // Nothing reads them; without them the cached text borrows the metadata.
-        .modify(|object| object.metadata.managed_fields = None)
-        .filter_map(move |event| {
-            let trigger = match event {
-                Ok(event) => {
-                    let news = index.apply(&event);
-                    match event {
-                        watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) if news => {
-                            Some(Ok(o))
-                        }
-                        _ => None,
-                    }
-                }
-                Err(e) => Some(Err(e)),
-            };
-            std::future::ready(trigger)
-        })
-}
-
-/// What a related watch needs to tell which parents a change concerns.
-struct RelatedTriggers {
-    key: IndexKey,
-    parents: reflector::Store<ParentObject>,
-    parent_resource: kube::api::ApiResource,
-    selections: related::Selections,
-    /// The cache of Namespaces, when they are a related kind.
-    namespaces: Option<ObjectIndex>,
-}
-
-impl RelatedTriggers {
-    /// The parents a change (`before` and `after`) concerns.
-    fn parents(
-        &self,
-        before: Option<&index::CachedObject>,
-        after: Option<&index::CachedObject>,
-    ) -> Vec<ObjectRef<ParentObject>> {
-        let selections = self.selections.read().expect("selections lock");
-        let namespace_labels = |ns: &str| {
-            self.namespaces
-                .as_ref()
-                .and_then(|index| index.object(None, ns))
-                .map(|o| o.labels.clone())
-        };
-        self.parents
-            .state()
-            .into_iter()
-            .filter(|p| {
-                let namespace = p.metadata.namespace.as_deref();
-                let key = related::parent_key(namespace, p.metadata.name.as_deref().unwrap_or_default());
-                let seen = related::ParentSeen {
-                    namespace,
-                    selection: selections.get(&key).map(|s| &s.answer),
-                };
-                related::concerned(&seen, self.key, before, after, &namespace_labels)
-            })
-            .map(|p| ObjectRef::from_obj_with(&*p, self.parent_resource.clone()))
-            .collect()
-    }
-}
-
-/// A watch of a related `kind` feeding `index`, as the stream of parents
-/// to reconcile for its changes (the echoes of the host's own writes, its
-/// decorations, left out). `managedFields` are read (what the host's
-/// decorations own) before the cache drops them.
-fn related_triggers(
-    shared: &Shared,
-    kind: &ServedKind,
-    config: watcher::Config,
-    index: ObjectIndex,
-    concerns: RelatedTriggers,
-) -> impl futures::Stream<Item = ObjectRef<ParentObject>> + Send + 'static {
-    let kind_name = kind.kind.clone();
-    watcher(shared.watch_api(kind), config)
-        .default_backoff()
-        .filter_map(move |event| {
-            let parents = match event {
-                Ok(event) => {
-                    let (news, before, after) = index.apply_seen(&event);
-                    if news {
-                        concerns.parents(before.as_deref(), after.as_deref())
-                    } else {
-                        Vec::new()
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(kind = %kind_name, error = %e, "related watch");
-                    Vec::new()
-                }
-            };
-            std::future::ready(Some(futures::stream::iter(parents)))
-        })
-        .flatten()
 }
 
 /// Forgets the statuses the host wrote that the parent cache now shows:

@@ -25,6 +25,10 @@ const FINALIZE_POLL: Duration = Duration::from_secs(5);
 /// timeouts), so a reconcile is never cut off with its children half applied.
 const RECONCILE_GRACE: Duration = Duration::from_secs(20);
 
+/// Sharded: how soon a parent whose cached copy was older than the API's is
+/// tried again (by then the watch has usually delivered the newer one).
+const STALE_RETRY: Duration = Duration::from_millis(200);
+
 /// Why a reconcile failed; the controller retries with per-object backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -42,6 +46,9 @@ pub enum ReconcileError {
     Deadline(Duration),
     #[error(transparent)]
     Gate(#[from] GateError),
+    /// Sharded: the parent could not be read fresh under its shard's grant.
+    #[error("could not read the parent before its first reconcile on this replica: {0}")]
+    FreshRead(#[source] kube::Error),
 }
 
 impl ReconcileError {
@@ -56,6 +63,7 @@ impl ReconcileError {
             Self::Deadline(_) => "ReconcileDeadline".to_owned(),
             Self::Gate(GateError::MemoryBudget { .. }) => "MemoryBudgetExhausted".to_owned(),
             Self::Gate(GateError::AboveBudget { .. }) => "LimitAboveMemoryBudget".to_owned(),
+            Self::FreshRead(_) => "FreshReadFailed".to_owned(),
         }
     }
 }
@@ -71,10 +79,18 @@ fn key(parent: &ParentRef) -> String {
 pub async fn reconcile(object: Arc<ParentObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     ctx.caches_ready().await;
     let registration = ctx.registration();
-    let _in_flight = ctx.shared.metrics.reconcile_started(&registration.name);
     let parent = object.value();
     let parent_ref = ParentRef::of(&parent).ok_or(ReconcileError::NoIdentity)?;
     let key = key(&parent_ref);
+    // Sharded: only a parent of a shard held here, read fresh under the
+    // shard's grant; the shard is held in flight until the writes are done.
+    let _shard = match super::sharded::begin(&ctx, &object, &key).await {
+        Ok(super::sharded::Turn::Go(shard)) => shard,
+        Ok(super::sharded::Turn::NotOurs) => return Ok(Action::await_change()),
+        Ok(super::sharded::Turn::Stale) => return Ok(Action::requeue(STALE_RETRY)),
+        Err(e) => return Err(ReconcileError::FreshRead(e)),
+    };
+    let _in_flight = ctx.shared.metrics.reconcile_started(&registration.name);
     let outcome = run(&ctx, &registration, &parent, &object.text, &parent_ref).await;
     match outcome {
         Ok(action) => {

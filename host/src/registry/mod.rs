@@ -95,6 +95,10 @@ pub struct Registry {
     /// The admission webhooks of the registrations served, if the host
     /// serves admission.
     webhooks: Option<Webhooks>,
+    /// Sharded: whether this replica does the cluster-scoped work now
+    /// (registrations' status and finalizers, webhook configurations); it
+    /// always does when `None`.
+    cluster_work: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Drop for Registry {
@@ -136,7 +140,15 @@ impl Registry {
             start_errors: BTreeMap::new(),
             folder_reported: BTreeMap::new(),
             webhooks: None,
+            cluster_work: None,
         }
+    }
+
+    /// Does the cluster-scoped work (registrations' status and finalizers,
+    /// webhook configurations) only while `holder` says so: with sharding,
+    /// every replica runs controllers, one does the rest.
+    pub fn cluster_work_while(&mut self, holder: tokio::sync::watch::Receiver<bool>) {
+        self.cluster_work = Some(holder);
     }
 
     /// Keeps admission webhooks for the registrations whose plugins ask.
@@ -194,11 +206,13 @@ impl Registry {
             .refresh(artifacts, &self.shared, &self.runtime, self.settings.limits);
         let (wanted, mut refused, folder_refused) = self.desired();
         self.reconcile_controllers(wanted).await;
-        if let Some(webhooks) = &mut self.webhooks {
-            webhooks.sync(self.running.values()).await;
+        if self.cluster_work.as_ref().is_none_or(|holder| *holder.borrow()) {
+            if let Some(webhooks) = &mut self.webhooks {
+                webhooks.sync(self.running.values()).await;
+            }
+            self.release_deleted(&mut refused).await;
+            self.report(refused).await;
         }
-        self.release_deleted(&mut refused).await;
-        self.report(refused).await;
         self.report_folder(folder_refused);
         let (hits, misses) = self.runtime.module_cache_stats();
         self.shared.metrics.module_cache(hits, misses);

@@ -13,9 +13,22 @@
 //! - [`ownership`]: the shards held now and the reconciles running in each,
 //!   shared by the Lease task and the controllers.
 //! - [`leases`]: the task that reads and writes the Leases.
+//! - [`status`]: `trellis status`, who holds what, from the Leases.
 pub mod assign;
 pub mod leases;
 pub mod ownership;
+pub mod status;
+
+/// How `trellis run` shards its parents.
+#[derive(Debug, Clone)]
+pub struct ShardingOptions {
+    /// How many shards (more than 1).
+    pub shards: u32,
+    /// What a parent's shard is computed from.
+    pub by: ShardBy,
+    /// Where the Leases are, who this replica is, how long a Lease lasts.
+    pub leases: ShardOptions,
+}
 
 pub use assign::{Decision, Round, ShardBy, ShardLease, fair_share, shard_of};
 pub use leases::{ShardError, ShardLeases, ShardOptions};

@@ -28,8 +28,11 @@ pub struct Ownership {
 
 #[derive(Debug, Default)]
 struct State {
-    held: BTreeSet<u32>,
+    /// The shards held, each with the grant that gave it (a number that
+    /// grows with every grant).
+    held: BTreeMap<u32, u64>,
     in_flight: BTreeMap<u32, usize>,
+    grants: u64,
 }
 
 /// One reconcile running in a shard; dropping it ends it.
@@ -37,6 +40,16 @@ struct State {
 pub struct InFlight {
     ownership: Arc<Ownership>,
     shard: u32,
+    grant: u64,
+}
+
+impl InFlight {
+    /// The grant under which the shard is held: a reconcile under a grant
+    /// it has not read the parent fresh in must read it first (the
+    /// previous holder may have written since the cache last heard).
+    pub fn grant(&self) -> u64 {
+        self.grant
+    }
 }
 
 impl Drop for InFlight {
@@ -67,6 +80,11 @@ impl Ownership {
         self.shards
     }
 
+    /// What a parent's shard is computed from.
+    pub fn by(&self) -> ShardBy {
+        self.by
+    }
+
     /// The shard of a parent.
     pub fn shard_of(&self, namespace: Option<&str>, name: &str) -> u32 {
         shard_of(self.by, namespace, name, self.shards)
@@ -74,7 +92,7 @@ impl Ownership {
 
     /// The shards held now.
     pub fn held(&self) -> BTreeSet<u32> {
-        self.lock().held.clone()
+        self.lock().held.keys().copied().collect()
     }
 
     /// Follows the shards held.
@@ -85,13 +103,12 @@ impl Ownership {
     /// A reconcile in `shard` begins, if this replica holds it.
     pub fn begin(self: &Arc<Self>, shard: u32) -> Option<InFlight> {
         let mut state = self.lock();
-        if !state.held.contains(&shard) {
-            return None;
-        }
+        let grant = *state.held.get(&shard)?;
         *state.in_flight.entry(shard).or_default() += 1;
         Some(InFlight {
             ownership: self.clone(),
             shard,
+            grant,
         })
     }
 
@@ -104,8 +121,13 @@ impl Ownership {
     pub(super) fn grant(&self, shard: u32) {
         let held = {
             let mut state = self.lock();
-            state.held.insert(shard);
-            state.held.clone()
+            if state.held.contains_key(&shard) {
+                return;
+            }
+            state.grants += 1;
+            let grant = state.grants;
+            state.held.insert(shard, grant);
+            state.held.keys().copied().collect()
         };
         self.held.send_replace(held);
     }
@@ -114,10 +136,10 @@ impl Ownership {
     pub(super) fn withdraw(&self, shard: u32) {
         let held = {
             let mut state = self.lock();
-            if !state.held.remove(&shard) {
+            if state.held.remove(&shard).is_none() {
                 return;
             }
-            state.held.clone()
+            state.held.keys().copied().collect()
         };
         self.held.send_replace(held);
     }
@@ -139,6 +161,8 @@ mod tests {
         ownership.grant(1);
         let running = ownership.begin(1).expect("held");
         let second = ownership.begin(1).expect("held");
+        assert_eq!(running.grant(), second.grant());
+        let first_grant = running.grant();
         assert_eq!(ownership.in_flight(1), 2);
         ownership.withdraw(1);
         assert!(ownership.begin(1).is_none(), "withdrawn");
@@ -147,5 +171,8 @@ mod tests {
         drop(second);
         assert_eq!(ownership.in_flight(1), 0);
         assert_eq!(*ownership.subscribe().borrow(), BTreeSet::new());
+        ownership.grant(1);
+        let regranted = ownership.begin(1).expect("held again");
+        assert!(regranted.grant() > first_grant, "a new grant asks for a fresh read");
     }
 }

@@ -11,7 +11,7 @@ PLUGINS := trellis-plugin-msdeploy trellis-plugin-etcd-cluster trellis-plugin-re
 WASM_DIR := target/$(WASM_TARGET)/release
 SAMPLES ?= deploy/samples
 
-.PHONY: all build plugins examples sdk-check toolchain envtest promtool oci-registry cosign helm crane image up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale fmt lint clean
+.PHONY: all build plugins examples sdk-check toolchain envtest promtool oci-registry cosign helm crane image up down run run-check install uninstall deploy undeploy test unit-test render bench bench-languages bench-admission bench-scale bench-sharding fmt lint clean
 
 all: build plugins
 
@@ -169,6 +169,13 @@ bench: plugins
 ## (target/languages-bench.json)
 bench-languages: examples
 	$(CARGO) bench -p trellis --bench languages
+
+## bench-sharding: N=3000 MicroServiceDeploy parents shared by 1, 2 and 3
+## `trellis run` replicas (--shards 12): throughput, host CPU per replica,
+## apiserver CPU (target/sharding-bench.json)
+bench-sharding: plugins envtest
+	$(CARGO) build --release -p trellis
+	TRELLIS_SCALE_N=$${TRELLIS_SCALE_N:-3000} TRELLIS_SCALE_REPLICAS=$${TRELLIS_SCALE_REPLICAS:-1,2,3} $(CARGO) bench -p trellis --bench scale
 
 ## bench-admission: what the plugins' webhooks add to a request: client p50/p99
 ## of server-side dry-run creates without and with them, and the host-side time

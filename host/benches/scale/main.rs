@@ -20,6 +20,11 @@
 //! with the ratio Trellis / reference. The bench's polling (a LIST per kind
 //! and second) is in the apiserver's CPU for both alike.
 //!
+//! With `TRELLIS_SCALE_REPLICAS` (e.g. `1,2,3`, `make bench-sharding`)
+//! it runs the sharded comparison instead (see [`sharded`]): for each N,
+//! that many `trellis run` replicas with `--shards 12`, written to
+//! `target/sharding-bench.json`.
+//!
 //! Run: `make bench-scale`, or build `trellis` and `trellis-reference` in
 //! release, the plugins (`make plugins`), then
 //! `cargo bench -p trellis --bench scale`. The table goes to stdout, the
@@ -29,6 +34,7 @@ mod driver;
 mod procs;
 mod report;
 mod requests;
+mod sharded;
 
 use driver::Driver;
 use k8s_openapi::api::core::v1::Namespace;
@@ -200,6 +206,13 @@ async fn main() {
         quota,
     };
 
+    if let Some(counts) = sharded::replica_counts() {
+        let report = sharded::run_all(&bench, &sizes, &counts).await;
+        let out = procs::target_dir().join("sharding-bench.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&report).expect("JSON")).expect("writing the report");
+        eprintln!("written to {}", out.display());
+        return;
+    }
     let mut runs = Vec::new();
     for &n in &sizes {
         let reference = bench.run(Controller::Reference, n).await;

@@ -108,9 +108,21 @@ impl Controller {
 
     /// Starts it on `namespace`, shipped defaults except the metrics address.
     pub fn start(self, kubeconfig: &Path, namespace: &str, metrics: SocketAddr, plugins: &Path) -> Running {
+        self.start_with(kubeconfig, namespace, metrics, plugins, &[])
+    }
+
+    /// [`Controller::start`] with more arguments (Trellis only).
+    pub fn start_with(
+        self,
+        kubeconfig: &Path,
+        namespace: &str,
+        metrics: SocketAddr,
+        plugins: &Path,
+        extra: &[String],
+    ) -> Running {
         let mut command = Command::new(self.binary());
         if self == Self::Trellis {
-            command.arg("run").arg("--plugins-dir").arg(plugins);
+            command.arg("run").arg("--plugins-dir").arg(plugins).args(extra);
         }
         let child = command
             .args(["--watch-namespace", namespace, "--metrics-addr", &metrics.to_string()])

@@ -23,7 +23,7 @@ use trellis_testenv::wait::until;
 
 const SHARDS: u32 = 12;
 const PARENTS: usize = 600;
-const LEASE_SECONDS: u64 = 4;
+const LEASE_SECONDS: u64 = 6;
 const CONVERGE: Duration = Duration::from_secs(240);
 
 /// One `trellis run` process, with its log file.
@@ -125,7 +125,8 @@ impl Hosts {
 }
 
 impl Host {
-    fn metric(&self, series: &str) -> Option<f64> {
+    /// Its /metrics text, if it answers.
+    fn scrape(&self) -> Option<String> {
         let mut stream = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         stream
@@ -133,7 +134,22 @@ impl Host {
             .ok()?;
         let mut body = String::new();
         stream.read_to_string(&mut body).ok()?;
-        body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        Some(body)
+    }
+
+    fn metric(&self, series: &str) -> Option<f64> {
+        self.scrape()?
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    /// The sum of every series of a metric family (`name{`).
+    fn metric_sum(&self, family: &str) -> f64 {
+        let Some(body) = self.scrape() else { return 0.0 };
+        body.lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     fn shards_held(&self) -> Option<f64> {
@@ -286,6 +302,45 @@ async fn three_hosts_share_the_parents_through_death_rejoin_and_a_rolling_restar
     create_parents(&parents, 0..PARENTS).await;
     converged(&ns, PARENTS, Some(1), CONVERGE).await;
     until_shards(&[&h1, &h2, &h3], 4.0, Duration::from_secs(30)).await;
+    // Each host counts the parents of its shards: together, all of them.
+    until("the parents per shard to add up", Duration::from_secs(30), || async {
+        let total: f64 = [&h1, &h2, &h3]
+            .iter()
+            .map(|h| h.metric_sum("trellis_shard_parents{"))
+            .sum();
+        if total == PARENTS as f64 {
+            Ok(())
+        } else {
+            Err(format!("{total} parents counted"))
+        }
+    })
+    .await;
+    // `trellis status` shows each host with its four shards.
+    let status = Command::new(&hosts.binary)
+        .args(["status", "--namespace", ns.name()])
+        .env("KUBECONFIG", &hosts.kubeconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "trellis status: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(text.starts_with("leader: h"), "{text}");
+    for host in ["h1", "h2", "h3"] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{host} ")))
+            .unwrap_or_else(|| panic!("{host} in {text}"));
+        let shards = row.split_whitespace().last().unwrap().split(',').count();
+        assert_eq!(shards, 4, "{row}");
+    }
+    let shard_rows = text
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .count();
+    assert_eq!(shard_rows, SHARDS as usize, "{text}");
 
     // SIGKILL one; the others take its shards once its Leases expire.
     let killed = Instant::now();

@@ -318,6 +318,10 @@ async fn helm_install_brings_the_host_up_with_exactly_its_rights() {
         (&["watch", "configmaps"][..], false),
         (&["create", "events.events.k8s.io"][..], false),
         (&["update", "leases.coordination.k8s.io"][..], true),
+        // With --shards: each round lists the shard and member Leases, and
+        // a replica leaving deletes its heartbeat.
+        (&["list", "leases.coordination.k8s.io"][..], true),
+        (&["delete", "leases.coordination.k8s.io/trellis-member-x"][..], true),
         (&["impersonate", "serviceaccounts/trellis-plugin-msdeploy"][..], true),
         (&["impersonate", "serviceaccounts/trellis-plugin-redis"][..], true),
         (&["create", "validatingwebhookconfigurations"][..], false),
@@ -337,6 +341,7 @@ async fn helm_install_brings_the_host_up_with_exactly_its_rights() {
         &["list", "microservicedeploys.custom.ops", "--all-namespaces"][..],
         &["create", "clusterrolebindings"][..],
         &["update", "leases.coordination.k8s.io", "--namespace=default"][..],
+        &["list", "leases.coordination.k8s.io", "--namespace=default"][..],
     ] {
         assert!(!can_i(env, &host, args), "the host may {args:?}");
     }

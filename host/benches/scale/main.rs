@@ -168,8 +168,12 @@ async fn main() {
     let with_kcm = std::env::var("TRELLIS_SCALE_KCM").is_ok_and(|v| v == "1");
     let module = trellis::testing::guest_module("trellis-plugin-msdeploy");
     let quota = !plugin_reads_namespace(&module);
+    let order = match sharded::replica_counts() {
+        Some(counts) => format!("trellis with {counts:?} replicas sharing 12 shards"),
+        None => "reference then trellis".to_owned(),
+    };
     eprintln!(
-        "scale benchmark: {sizes:?} MicroServiceDeploy parents, reference then trellis (kube-controller-manager: {with_kcm}; ResourceQuota expected: {quota})"
+        "scale benchmark: {sizes:?} MicroServiceDeploy parents, {order} (kube-controller-manager: {with_kcm}; ResourceQuota expected: {quota})"
     );
     let env = TestEnv::builder()
         .controller_manager(with_kcm)

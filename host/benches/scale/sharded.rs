@@ -1,7 +1,7 @@
 //! The sharded runs of the scale benchmark (`TRELLIS_SCALE_REPLICAS`, e.g.
 //! `1,2,3`): for each N and each replica count R, R `trellis run`
-//! processes with `--shards 12` share N parents on a fresh namespace (their
-//! Leases there too). Per phase (create, update): the wall time, the
+//! processes with `--shards 12` (and otherwise shipped defaults: 15 s
+//! Leases) share N parents on a fresh namespace (their Leases there too). Per phase (create, update): the wall time, the
 //! throughput in parents per second, the host CPU per replica and in all,
 //! and the apiserver's CPU. On one machine the apiserver shares the cores
 //! with the replicas and soon is the limit; what the figures show is that
@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 /// Shards of every sharded run.
 const SHARDS: u32 = 12;
-/// How long a shard Lease lasts (short: the bench waits for the shares).
-const LEASE_SECONDS: u64 = 5;
 
 /// One phase of a sharded run.
 struct ShardedPhase {
@@ -74,7 +72,10 @@ async fn shares_settled(replicas: &[Running]) {
         if held.iter().sum::<f64>() == SHARDS as f64 && held.iter().all(|&h| h <= share) {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "shards not settled: {held:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "shards not settled: {held:?}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -99,8 +100,6 @@ async fn run(bench: &Bench, n: usize, replicas: usize) -> (ShardedPhase, Sharded
                 format!("replica-{i}"),
                 "--lease-namespace".to_owned(),
                 namespace.clone(),
-                "--lease-seconds".to_owned(),
-                LEASE_SECONDS.to_string(),
             ];
             Controller::Trellis.start_with(
                 bench.env.kubeconfig_path(),
@@ -125,7 +124,12 @@ async fn run(bench: &Bench, n: usize, replicas: usize) -> (ShardedPhase, Sharded
     };
     let phase = |before: &(Vec<Duration>, Duration), after: &(Vec<Duration>, Duration), wall| ShardedPhase {
         wall,
-        host_cpu: after.0.iter().zip(&before.0).map(|(a, b)| a.saturating_sub(*b)).collect(),
+        host_cpu: after
+            .0
+            .iter()
+            .zip(&before.0)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect(),
         apiserver_cpu: after.1.saturating_sub(before.1),
     };
     let idle = cpu(&running);
@@ -162,7 +166,11 @@ pub async fn run_all(bench: &Bench, sizes: &[usize], counts: &[usize]) -> Value 
         );
         for (replicas, create, update) in &table {
             for (name, phase) in [("create", create), ("update", update)] {
-                let per: Vec<String> = phase.host_cpu.iter().map(|c| format!("{:.1}", c.as_secs_f64())).collect();
+                let per: Vec<String> = phase
+                    .host_cpu
+                    .iter()
+                    .map(|c| format!("{:.1}", c.as_secs_f64()))
+                    .collect();
                 println!(
                     "{replicas:<9} {name:<7} {:>8.1} {:>10.1} {:>22} {:>12.1} {:>14.1}",
                     phase.wall.as_secs_f64(),

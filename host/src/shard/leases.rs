@@ -3,9 +3,11 @@
 //! [`Round::decide`] say what to do, and does it, granting and withdrawing
 //! shards in the shared [`Ownership`].
 //!
-//! - Every write replaces the Lease as read, so it carries the Lease's
-//!   `resourceVersion`: of two replicas reaching for one shard, exactly one
-//!   wins; the other sees a conflict and moves on.
+//! - Every write replaces the Lease as read (or as last written), so it
+//!   carries the Lease's `resourceVersion`: of two replicas reaching for one
+//!   shard, exactly one wins; the other sees a conflict and moves on.
+//! - Renewals come first in a round, all at once and with no read before
+//!   them, so that a busy API server delays them as little as possible.
 //! - Expiry is judged as the leader election does ([`LeaseObserver`]): by
 //!   this replica's clock, from when it saw the record last change.
 //! - A shard given up is withdrawn first; its Lease is kept (and renewed)
@@ -86,8 +88,10 @@ impl ShardLeases {
             options,
             ownership,
             observers: HashMap::new(),
+            held: BTreeMap::new(),
             renewed: BTreeMap::new(),
             draining: BTreeSet::new(),
+            heartbeat: None,
         };
         Self {
             stop,
@@ -119,20 +123,38 @@ struct Task {
     ownership: Arc<Ownership>,
     /// Per Lease name: when its record last changed, by this clock.
     observers: HashMap<String, LeaseObserver>,
-    /// Shards granted, and when their Lease was last renewed.
+    /// The shard Leases this replica holds (granted or draining), as its
+    /// last write returned them: renewed without reading them first.
+    held: BTreeMap<u32, Lease>,
+    /// When each held shard's Lease was last renewed (the request's start).
     renewed: BTreeMap<u32, Instant>,
     /// Shards withdrawn whose Lease is released once their reconciles end.
     draining: BTreeSet<u32>,
+    /// The heartbeat Lease as last written.
+    heartbeat: Option<Lease>,
+}
+
+/// What one read of the Leases found.
+struct Read {
+    /// The live replicas, by their heartbeats.
+    members: Vec<String>,
+    /// Every shard's Lease as seen, by shard.
+    leases: Vec<ShardLease>,
+    /// The shard Lease objects, by shard.
+    objects: BTreeMap<u32, Lease>,
 }
 
 impl Task {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) -> Self {
         let retry = self.options.retry_period();
+        // A busy API server answers slowly: a round may take up to half the
+        // renew deadline (renewals go first, all at once).
+        let round_timeout = (self.options.renew_deadline() / 2).max(retry);
         loop {
-            match tokio::time::timeout(retry.max(Duration::from_secs(1)), self.round()).await {
+            match tokio::time::timeout(round_timeout, self.round()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "shard lease round failed"),
-                Err(_) => tracing::warn!("a shard lease round timed out"),
+                Err(_) => tracing::warn!(timeout = ?round_timeout, "a shard lease round timed out"),
             }
             self.withdraw_unrenewed();
             tokio::select! {
@@ -142,18 +164,137 @@ impl Task {
         }
     }
 
-    /// One read, decide, write.
+    /// Renew, read, decide, write.
     async fn round(&mut self) -> Result<(), ShardError> {
-        self.heartbeat().await?;
+        let renewed_now = self.renew_held().await;
+        self.beat().await?;
+        let Read {
+            members,
+            leases,
+            mut objects,
+        } = self.read().await?;
+        let me = self.options.identity.clone();
+        // What the API gives to another (or to nobody) is not ours any more;
+        // what is still ours is known at its current resourceVersion.
+        for shard in self.held.keys().copied().collect::<Vec<_>>() {
+            match objects.get(&shard) {
+                Some(lease) if leases[shard as usize].holder.as_deref() == Some(me.as_str()) => {
+                    if !renewed_now.contains(&shard) {
+                        self.held.insert(shard, lease.clone());
+                    }
+                }
+                _ => self.lose(shard),
+            }
+        }
+        let decision = Round {
+            me: &me,
+            members: &members,
+            leases: &leases,
+        }
+        .decide();
+        for &shard in &decision.release {
+            if self.draining.insert(shard) {
+                tracing::info!(shard, "giving up a shard");
+            }
+            self.ownership.withdraw(shard);
+        }
+        for shard in self.draining.clone() {
+            if self.ownership.in_flight(shard) > 0 {
+                continue;
+            }
+            let Some(lease) = self.held.get(&shard).cloned() else {
+                self.draining.remove(&shard);
+                continue;
+            };
+            if self.write(shard, lease, false).await?.is_some() {
+                tracing::info!(shard, "shard given up");
+            }
+            self.held.remove(&shard);
+            self.renewed.remove(&shard);
+            self.draining.remove(&shard);
+        }
+        for &shard in &decision.renew {
+            if self.draining.contains(&shard) {
+                continue;
+            }
+            if !renewed_now.contains(&shard) {
+                let Some(lease) = objects.remove(&shard) else { continue };
+                let sent = Instant::now();
+                match self.write(shard, lease, true).await? {
+                    Some(lease) => {
+                        self.held.insert(shard, lease);
+                        self.renewed.insert(shard, sent);
+                    }
+                    None => continue,
+                }
+            }
+            if !self.ownership.held().contains(&shard) {
+                self.ownership.grant(shard);
+            }
+        }
+        for &shard in &decision.acquire {
+            let sent = Instant::now();
+            let taken = match objects.remove(&shard) {
+                Some(lease) => self.write(shard, lease, true).await?,
+                None => self.create(shard).await?,
+            };
+            if let Some(lease) = taken {
+                tracing::info!(shard, "took a shard");
+                self.held.insert(shard, lease);
+                self.renewed.insert(shard, sent);
+                self.ownership.grant(shard);
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews every shard Lease held, all at once, from the Lease as last
+    /// written; returns the shards renewed. A conflict leaves the shard to
+    /// the read that follows.
+    async fn renew_held(&mut self) -> BTreeSet<u32> {
+        let now = self.now();
+        let sent = Instant::now();
+        let requests = self.held.iter().map(|(&shard, lease)| {
+            let mut lease = lease.clone();
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.renew_time = Some(now.clone());
+            }
+            let api = self.api.clone();
+            async move {
+                let written = api
+                    .replace(&shard_lease_name(shard), &PostParams::default(), &lease)
+                    .await;
+                (shard, written)
+            }
+        });
+        let mut renewed = BTreeSet::new();
+        for (shard, written) in futures::future::join_all(requests).await {
+            match written {
+                Ok(lease) => {
+                    self.held.insert(shard, lease);
+                    self.renewed.insert(shard, sent);
+                    renewed.insert(shard);
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => tracing::warn!(shard, error = %e, "could not renew a shard lease"),
+            }
+        }
+        renewed
+    }
+
+    /// Reads every shard and heartbeat Lease in one list.
+    async fn read(&mut self) -> Result<Read, ShardError> {
         let listed = self
             .api
             .list(&ListParams::default().labels(LEASE_LABEL))
             .await
             .map_err(|e| self.error("listing", "*", e))?;
         let shards = self.ownership.shards();
-        let mut members = Vec::new();
-        let mut leases = vec![ShardLease::default(); shards as usize];
-        let mut objects: BTreeMap<u32, Lease> = BTreeMap::new();
+        let mut read = Read {
+            members: Vec::new(),
+            leases: vec![ShardLease::default(); shards as usize],
+            objects: BTreeMap::new(),
+        };
         for lease in listed {
             let name = lease.metadata.name.clone().unwrap_or_default();
             let spec = lease.spec.clone().unwrap_or_default();
@@ -161,99 +302,57 @@ impl Task {
             let expired = self.observers.entry(name.clone()).or_default().expired(&spec);
             if name.starts_with(MEMBER_LEASE_PREFIX) {
                 if let Some(holder) = holder.filter(|_| !expired) {
-                    members.push(holder);
+                    read.members.push(holder);
                 }
             } else if let Some(shard) = shard_number(&name).filter(|&s| s < shards) {
-                leases[shard as usize] = ShardLease { holder, expired };
-                objects.insert(shard, lease);
+                read.leases[shard as usize] = ShardLease { holder, expired };
+                read.objects.insert(shard, lease);
             }
         }
-        let decision = Round {
-            me: &self.options.identity,
-            members: &members,
-            leases: &leases,
+        Ok(read)
+    }
+
+    /// A shard held no more (another replica has it): stop at once.
+    fn lose(&mut self, shard: u32) {
+        if self.ownership.held().contains(&shard) {
+            tracing::warn!(shard, "another replica holds the shard now: stopping it");
         }
-        .decide();
-        for &shard in &decision.release {
-            tracing::info!(shard, "giving up a shard");
-            self.ownership.withdraw(shard);
-            self.draining.insert(shard);
-        }
-        for shard in self.draining.clone() {
-            let Some(lease) = objects.remove(&shard) else {
-                self.draining.remove(&shard);
-                continue;
-            };
-            if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(&self.options.identity) {
-                self.draining.remove(&shard);
-            } else if self.ownership.in_flight(shard) == 0 {
-                self.write(shard, lease, None).await?;
-                self.draining.remove(&shard);
-                self.renewed.remove(&shard);
-                tracing::info!(shard, "shard given up");
-            } else if self.write(shard, lease, Some(self.now())).await? {
-                self.renewed.insert(shard, Instant::now());
-            }
-        }
-        for &shard in &decision.renew {
-            let Some(lease) = objects.remove(&shard) else { continue };
-            if self.write(shard, lease, Some(self.now())).await? {
-                self.renewed.insert(shard, Instant::now());
-                if !self.ownership.held().contains(&shard) {
-                    self.ownership.grant(shard);
-                }
-            } else {
-                tracing::warn!(shard, "another replica took the shard");
-                self.ownership.withdraw(shard);
-                self.renewed.remove(&shard);
-            }
-        }
-        for &shard in &decision.acquire {
-            let taken = match objects.remove(&shard) {
-                Some(lease) => self.write(shard, lease, Some(self.now())).await?,
-                None => self.create(shard).await?,
-            };
-            if taken {
-                tracing::info!(shard, "took a shard");
-                self.renewed.insert(shard, Instant::now());
-                self.ownership.grant(shard);
-            }
-        }
-        Ok(())
+        self.ownership.withdraw(shard);
+        self.held.remove(&shard);
+        self.renewed.remove(&shard);
+        self.draining.remove(&shard);
     }
 
     /// Withdraws the shards whose Lease went unrenewed for the renew
     /// deadline: another replica may take them once they expire.
     fn withdraw_unrenewed(&mut self) {
         let deadline = self.options.renew_deadline();
-        let late: Vec<u32> = self
-            .renewed
-            .iter()
-            .filter(|(_, at)| at.elapsed() >= deadline)
-            .map(|(&shard, _)| shard)
-            .collect();
-        for shard in late {
-            tracing::warn!(
-                shard,
-                ?deadline,
-                "no renewal of the shard's Lease within the renew deadline: stopping it"
-            );
-            self.ownership.withdraw(shard);
-            self.renewed.remove(&shard);
+        for (&shard, at) in &self.renewed {
+            if at.elapsed() >= deadline && self.ownership.held().contains(&shard) {
+                tracing::warn!(
+                    shard,
+                    ?deadline,
+                    "no renewal of the shard's Lease within the renew deadline: stopping it"
+                );
+                self.ownership.withdraw(shard);
+            }
         }
     }
 
-    /// Creates or renews this replica's heartbeat Lease.
-    async fn heartbeat(&self) -> Result<(), ShardError> {
+    /// Renews this replica's heartbeat Lease (creating it if need be).
+    async fn beat(&mut self) -> Result<(), ShardError> {
         let name = format!("{MEMBER_LEASE_PREFIX}{}", self.options.identity);
-        let mut lease = match self
-            .api
-            .get_opt(&name)
-            .await
-            .map_err(|e| self.error("reading", &name, e))?
-        {
+        let mut lease = match self.heartbeat.take() {
             Some(lease) => lease,
-            None => self.lease(&name, "member"),
+            None => match self
+                .api
+                .get_opt(&name)
+                .await
+                .map_err(|e| self.error("reading", &name, e))?
+            {
+                Some(lease) => lease,
+                None => self.lease(&name, "member"),
+            },
         };
         lease.spec = Some(self.spec(Some(self.now())));
         let written = if lease.metadata.resource_version.is_some() {
@@ -262,37 +361,40 @@ impl Task {
             self.api.create(&PostParams::default(), &lease).await
         };
         match written {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Ok(lease) => {
+                self.heartbeat = Some(lease);
+                Ok(())
+            }
+            // Changed or gone meanwhile: read it again next round.
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
             Err(e) => Err(self.error("renewing", &name, e)),
         }
     }
 
-    /// Creates a shard's Lease held by this replica; `false` if another
+    /// Creates a shard's Lease held by this replica; `None` if another
     /// replica created it first.
-    async fn create(&self, shard: u32) -> Result<bool, ShardError> {
+    async fn create(&self, shard: u32) -> Result<Option<Lease>, ShardError> {
         let name = shard_lease_name(shard);
         let mut lease = self.lease(&name, "shard");
         lease.spec = Some(self.spec(Some(self.now())));
         self.settle("creating", &name, self.api.create(&PostParams::default(), &lease).await)
     }
 
-    /// Replaces a shard's Lease as read, held by this replica and renewed
-    /// at `renewed`, or cleared with `None`. `false` on a conflict.
-    async fn write(&self, shard: u32, mut lease: Lease, renewed: Option<MicroTime>) -> Result<bool, ShardError> {
+    /// Replaces a shard's Lease as read: held by this replica and renewed
+    /// now (`hold`), or cleared. `None` on a conflict.
+    async fn write(&self, shard: u32, mut lease: Lease, hold: bool) -> Result<Option<Lease>, ShardError> {
         let name = shard_lease_name(shard);
         let previous = lease.spec.take().unwrap_or_default();
         let ours = previous.holder_identity.as_deref() == Some(self.options.identity.as_str());
-        let mut spec = self.spec(renewed.clone());
-        if renewed.is_none() {
+        let mut spec = self.spec(hold.then(|| self.now()));
+        if !hold {
             spec.holder_identity = None;
-            spec.acquire_time = None;
         } else if ours {
             spec.acquire_time = previous.acquire_time;
         }
-        spec.lease_transitions = Some(previous.lease_transitions.unwrap_or(0) + i32::from(!ours && renewed.is_some()));
+        spec.lease_transitions = Some(previous.lease_transitions.unwrap_or(0) + i32::from(!ours && hold));
         lease.spec = Some(spec);
-        let action = if renewed.is_some() { "renewing" } else { "releasing" };
+        let action = if hold { "renewing" } else { "releasing" };
         self.settle(
             action,
             &name,
@@ -302,23 +404,29 @@ impl Task {
 
     /// Leaves (see [`ShardLeases::release`]).
     async fn leave(mut self) {
-        let held = self.ownership.held();
-        for &shard in &held {
+        for shard in self.ownership.held() {
             self.ownership.withdraw(shard);
         }
         let deadline = Instant::now() + self.options.renew_deadline();
-        while held.iter().any(|&s| self.ownership.in_flight(s) > 0) && Instant::now() < deadline {
+        while self.held.keys().any(|&s| self.ownership.in_flight(s) > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for shard in held.into_iter().chain(std::mem::take(&mut self.draining)) {
-            let name = shard_lease_name(shard);
-            let Ok(Some(lease)) = self.api.get_opt(&name).await else {
-                continue;
+        for (shard, lease) in std::mem::take(&mut self.held) {
+            // On a conflict, the Lease is read again: released only if ours.
+            let released = match self.write(shard, lease, false).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => match self.api.get_opt(&shard_lease_name(shard)).await {
+                    Ok(Some(lease))
+                        if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
+                            == Some(self.options.identity.as_str()) =>
+                    {
+                        self.write(shard, lease, false).await.map(|_| ())
+                    }
+                    _ => Ok(()),
+                },
+                Err(e) => Err(e),
             };
-            let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
-            if holder == Some(self.options.identity.as_str())
-                && let Err(e) = self.write(shard, lease, None).await
-            {
+            if let Err(e) = released {
                 tracing::warn!(error = %e, "could not release a shard lease");
             }
         }
@@ -356,16 +464,16 @@ impl Task {
         MicroTime(jiff::Timestamp::now())
     }
 
-    /// A conflict (another replica wrote first) is `false`.
+    /// A conflict (another replica wrote first) is `None`.
     fn settle(
         &self,
         action: &'static str,
         lease: &str,
         result: Result<Lease, kube::Error>,
-    ) -> Result<bool, ShardError> {
+    ) -> Result<Option<Lease>, ShardError> {
         match result {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(lease) => Ok(Some(lease)),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
             Err(e) => Err(self.error(action, lease, e)),
         }
     }

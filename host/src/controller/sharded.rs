@@ -102,8 +102,15 @@ pub(crate) async fn begin(ctx: &Context, object: &ParentObject, key: &str) -> Re
         Some(ns) if ctx.parent.namespaced => Api::namespaced_with(ctx.shared.client.clone(), ns, &ctx.parent.resource),
         _ => Api::all_with(ctx.shared.client.clone(), &ctx.parent.resource),
     };
-    let current = api.get_metadata_opt(&name).await?;
-    let fresh = current.is_some_and(|c| c.metadata.resource_version == object.metadata.resource_version);
+    // A list by name, not a get: `list` is what a plugin's identity is
+    // checked for on its parent kind (with `watch`), `get` may be missing.
+    let current = api
+        .list_metadata(&kube::api::ListParams::default().fields(&format!("metadata.name={name}")))
+        .await?;
+    let fresh = current
+        .items
+        .first()
+        .is_some_and(|c| c.metadata.resource_version == object.metadata.resource_version);
     if !fresh {
         return Ok(Turn::Stale);
     }

@@ -228,7 +228,7 @@ pub async fn run_host(
             shared.metrics.set_leading(lead);
         }
         if (lead || sharded) && registry.is_none() {
-            tracing::info!("leading: starting controllers");
+            tracing::info!(leading = lead, sharded, "starting controllers");
             let (stop, stopped) = watch::channel(false);
             let mut new_registry = Registry::new(
                 runtime.clone(),

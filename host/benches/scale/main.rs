@@ -98,16 +98,21 @@ impl Bench {
         }
     }
 
-    /// One controller on a fresh namespace: create, update, steady.
-    async fn run(&self, controller: Controller, n: usize) -> Run {
-        let namespace = format!("scale-{n}-{}", controller.name());
+    /// Creates `namespace` and a driver of parents in it.
+    async fn fresh_namespace(&self, namespace: &str) -> Driver {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
         namespaces
-            .patch(&namespace, &PatchParams::apply("scale-bench"), &Patch::Apply(&object))
+            .patch(namespace, &PatchParams::apply("scale-bench"), &Patch::Apply(&object))
             .await
             .expect("creating the namespace");
-        let driver = Driver::new(self.client.clone(), &namespace, self.count.clone(), self.quota);
+        Driver::new(self.client.clone(), namespace, self.count.clone(), self.quota)
+    }
+
+    /// One controller on a fresh namespace: create, update, steady.
+    async fn run(&self, controller: Controller, n: usize) -> Run {
+        let namespace = format!("scale-{n}-{}", controller.name());
+        let driver = self.fresh_namespace(&namespace).await;
         eprintln!("{} on {n} parents (namespace {namespace})", controller.name());
         let mut running = controller.start(
             self.env.kubeconfig_path(),

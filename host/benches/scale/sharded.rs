@@ -8,11 +8,7 @@
 //! the hosts' share of the work splits among the replicas.
 
 use super::{Bench, REPLICAS, SETTLE};
-use crate::driver::Driver;
 use crate::procs::{self, Controller, Running, usage};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -83,13 +79,7 @@ async fn shares_settled(replicas: &[Running]) {
 /// R replicas on N parents: create, then update.
 async fn run(bench: &Bench, n: usize, replicas: usize) -> (ShardedPhase, ShardedPhase) {
     let namespace = format!("sharded-{n}-{replicas}");
-    let namespaces: Api<Namespace> = Api::all(bench.client.clone());
-    let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-    namespaces
-        .patch(&namespace, &PatchParams::apply("scale-bench"), &Patch::Apply(&object))
-        .await
-        .expect("creating the namespace");
-    let driver = Driver::new(bench.client.clone(), &namespace, bench.count.clone(), bench.quota);
+    let driver = bench.fresh_namespace(&namespace).await;
     eprintln!("trellis x{replicas} on {n} parents (namespace {namespace})");
     let mut running: Vec<Running> = (0..replicas)
         .map(|i| {

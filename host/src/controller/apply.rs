@@ -76,7 +76,7 @@ pub struct Writes {
 /// whole object.
 const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
 
-fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<DynamicObject> {
+pub(super) fn api(ctx: &Context, kind: &ServedKind, namespace: Option<&str>) -> Api<DynamicObject> {
     let client = ctx.shared.client.clone();
     match namespace {
         Some(ns) if kind.namespaced => Api::namespaced_with(client, ns, &kind.resource),

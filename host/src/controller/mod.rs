@@ -388,7 +388,7 @@ impl KindController {
 
         if let Some(ownership) = &shared.ownership {
             controller = controller.reconcile_on(sharded::granted_parents(
-                ownership,
+                ownership.clone(),
                 parents.clone(),
                 parent.resource.clone(),
             ));

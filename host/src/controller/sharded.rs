@@ -11,10 +11,10 @@
 
 use super::Context;
 use super::parent::ParentObject;
-use crate::shard::{InFlight, Ownership, shard_of};
+use crate::shard::{InFlight, Ownership};
 use futures::{Stream, StreamExt};
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::ApiResource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -98,10 +98,7 @@ pub(crate) async fn begin(ctx: &Context, object: &ParentObject, key: &str) -> Re
     if ctx.fresh_reads.read_under(key) == Some(in_flight.grant()) {
         return Ok(Turn::Go(Some(ShardTurn::new(in_flight, shard, key, replica))));
     }
-    let api: Api<DynamicObject> = match namespace {
-        Some(ns) if ctx.parent.namespaced => Api::namespaced_with(ctx.shared.client.clone(), ns, &ctx.parent.resource),
-        _ => Api::all_with(ctx.shared.client.clone(), &ctx.parent.resource),
-    };
+    let api = super::apply::api(ctx, &ctx.parent, namespace);
     // A list by name, not a get: `list` is what a plugin's identity is
     // checked for on its parent kind (with `watch`), `get` may be missing.
     let current = api
@@ -148,15 +145,14 @@ pub(crate) async fn count_parents(
 
 /// The parents of each shard as it is granted, to be reconciled.
 pub(crate) fn granted_parents(
-    ownership: &Ownership,
+    ownership: Arc<Ownership>,
     parents: Store<ParentObject>,
     resource: ApiResource,
 ) -> impl Stream<Item = ObjectRef<ParentObject>> + Send + 'static {
     let held = ownership.subscribe();
     let known = held.borrow().clone();
-    let (shards, by) = (ownership.shards(), ownership.by());
     futures::stream::unfold((held, known), move |(mut held, mut known)| {
-        let (parents, resource) = (parents.clone(), resource.clone());
+        let (ownership, parents, resource) = (ownership.clone(), parents.clone(), resource.clone());
         async move {
             loop {
                 held.changed().await.ok()?;
@@ -169,7 +165,7 @@ pub(crate) fn granted_parents(
                 let refs: Vec<ObjectRef<ParentObject>> = parents
                     .state()
                     .iter()
-                    .filter(|p| granted.contains(&shard_of(by, p.metadata.namespace.as_deref(), &p.name_any(), shards)))
+                    .filter(|p| granted.contains(&ownership.shard_of(p.metadata.namespace.as_deref(), &p.name_any())))
                     .map(|p| ObjectRef::from_obj_with(&**p, resource.clone()))
                     .collect();
                 tracing::debug!(shards = ?granted, parents = refs.len(), "shards granted: queueing their parents");

@@ -80,11 +80,6 @@ impl Ownership {
         self.shards
     }
 
-    /// What a parent's shard is computed from.
-    pub fn by(&self) -> ShardBy {
-        self.by
-    }
-
     /// The shard of a parent.
     pub fn shard_of(&self, namespace: Option<&str>, name: &str) -> u32 {
         shard_of(self.by, namespace, name, self.shards)
